@@ -1,0 +1,325 @@
+//! Leaving the load balancer: L2 rewrite, IP-in-IP encapsulation, and the ICMP replies
+//! the LB sends itself (echo, and "too big" when encapsulation would exceed the MTU).
+
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{BACKEND_REDIRECT, Backend, Config, FAMILY_V4, hash::csum_fold, reason};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+use crate::{
+    TX_PORTS,
+    lb::{ETH_LEN, Packet, PROTO_ICMP, PROTO_ICMPV6},
+    parse::{csum_replace16, ptr_at, sum16},
+};
+
+type Verdict = Result<(u32, u32), u32>;
+
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+
+/// Sends the frame on: XDP_TX back out of the arrival port, or XDP_REDIRECT through the
+/// devmap when the backend sits behind another interface.
+#[inline(always)]
+fn send(b: &Backend, tx: u32) -> Verdict {
+    if b.flags & BACKEND_REDIRECT != 0 {
+        return match TX_PORTS.redirect(b.tx_port, 0) {
+            Ok(action) => Ok((action, reason::REDIRECT_L2.max(tx))),
+            // Fail closed: the port vanished from the devmap.
+            Err(_) => Ok((xdp_action::XDP_DROP, reason::DROP_RING_SLOT_EMPTY)),
+        };
+    }
+    Ok((xdp_action::XDP_TX, tx))
+}
+
+/// Direct server return on one L2 segment: the backend owns the VIP on a loopback
+/// device, so only the destination MAC changes; the source becomes the LB's own MAC
+/// (the address the frame arrived for).
+#[inline(always)]
+pub fn l2(ctx: &XdpContext, b: &Backend) -> Verdict {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    unsafe {
+        (*eth).src_addr = (*eth).dst_addr;
+        (*eth).dst_addr = b.mac;
+    }
+    send(b, reason::TX_L2)
+}
+
+/// IP-in-IP: IPv4-in-IPv4, IPv6-in-IPv6, IPv4-in-IPv6.
+#[inline(always)]
+pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Config) -> Verdict {
+    let outer_len = if b.family == FAMILY_V4 {
+        Ipv4Hdr::LEN
+    } else {
+        Ipv6Hdr::LEN
+    };
+    if pkt.key.family != FAMILY_V4 && b.family == FAMILY_V4 {
+        // IPv6-in-IPv4 is not offered; the controller rejects such configs.
+        return Ok((xdp_action::XDP_DROP, reason::DROP_RING_SLOT_EMPTY));
+    }
+    if cfg.encap_mtu != 0 && (pkt.ip_len + outer_len) as u32 > cfg.encap_mtu {
+        return too_big(ctx, pkt, cfg.encap_mtu - outer_len as u32);
+    }
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let lb_mac = unsafe { (*eth).dst_addr };
+    let tos = match ptr_at::<[u8; 2]>(ctx, ETH_LEN) {
+        // SAFETY: bounds checked. IPv4 TOS is byte 1; IPv6 traffic class straddles 0-1.
+        Some(p) => unsafe {
+            if pkt.key.family == FAMILY_V4 {
+                (*p)[1]
+            } else {
+                ((*p)[0] << 4) | ((*p)[1] >> 4)
+            }
+        },
+        None => 0,
+    };
+    if ctx_adjust_head(ctx, -(outer_len as i32)).is_err() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_ADJUST_FAILED));
+    }
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::DROP_ADJUST_FAILED)?;
+    // SAFETY: bounds checked.
+    unsafe {
+        (*eth).dst_addr = b.mac;
+        (*eth).src_addr = lb_mac;
+    }
+    let inner_proto = if pkt.key.family == FAMILY_V4 {
+        IPPROTO_IPIP
+    } else {
+        IPPROTO_IPV6
+    };
+    if b.family == FAMILY_V4 {
+        // SAFETY: bounds checked.
+        unsafe { (*eth).ether_type = 0x0800u16.to_be() };
+        let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let tot = (pkt.ip_len + Ipv4Hdr::LEN) as u16;
+        let mut src = cfg.encap_src_v4_be.to_ne_bytes();
+        src[2] = (hash >> 8) as u8;
+        src[3] = hash as u8;
+        let dst = b.addr_be[0].to_ne_bytes();
+        let mut h = [
+            0x45, tos, (tot >> 8) as u8, tot as u8, 0, 0, 0, 0, 64, inner_proto, 0, 0, src[0],
+            src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+        ];
+        // SAFETY: `h` is a local 20-byte array.
+        let c = csum_fold(unsafe { sum16(h.as_ptr(), 10) });
+        h[10] = (c >> 8) as u8;
+        h[11] = c as u8;
+        // SAFETY: bounds checked.
+        unsafe { *ip = h };
+    } else {
+        // SAFETY: bounds checked.
+        unsafe { (*eth).ether_type = 0x86ddu16.to_be() };
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let payload = pkt.ip_len as u16;
+        let mut src = cfg.encap_src_v6_be;
+        src[3] = hash.to_be();
+        // SAFETY: bounds checked.
+        unsafe {
+            // Flow label from the hash (RFC 6438) so receivers spread flows.
+            (*ip).vcf = [
+                0x60 | (tos >> 4),
+                (tos << 4) | ((hash >> 16) as u8 & 0x0f),
+                (hash >> 8) as u8,
+                hash as u8,
+            ];
+            (*ip).payload_len = payload.to_be_bytes();
+            (*ip).next_hdr = inner_proto;
+            (*ip).hop_limit = 64;
+            (*ip).src_addr = words_to_bytes(&src);
+            (*ip).dst_addr = words_to_bytes(&b.addr_be);
+        }
+    }
+    send(b, reason::TX_ENCAP)
+}
+
+#[inline(always)]
+fn words_to_bytes(w: &[u32; 4]) -> [u8; 16] {
+    let a = w[0].to_ne_bytes();
+    let b = w[1].to_ne_bytes();
+    let c = w[2].to_ne_bytes();
+    let d = w[3].to_ne_bytes();
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
+    ]
+}
+
+#[inline(always)]
+fn ctx_adjust_head(ctx: &XdpContext, delta: i32) -> Result<(), ()> {
+    // SAFETY: the helper checks the headroom itself; all pointers are re-derived after.
+    let r = unsafe { aya_ebpf::helpers::bpf_xdp_adjust_head(ctx.ctx, delta) };
+    if r == 0 { Ok(()) } else { Err(()) }
+}
+
+#[inline(always)]
+fn ctx_adjust_tail(ctx: &XdpContext, delta: i32) -> Result<(), ()> {
+    // SAFETY: as above.
+    let r = unsafe { aya_ebpf::helpers::bpf_xdp_adjust_tail(ctx.ctx, delta) };
+    if r == 0 { Ok(()) } else { Err(()) }
+}
+
+/// Swaps source and destination MAC.
+#[inline(always)]
+fn bounce_eth(ctx: &XdpContext) -> Result<(), u32> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    unsafe {
+        let d = (*eth).dst_addr;
+        (*eth).dst_addr = (*eth).src_addr;
+        (*eth).src_addr = d;
+    }
+    Ok(())
+}
+
+/// ICMP echo request to a VIP -> echo reply from the VIP, sent back out (XDP_TX).
+/// Swapping addresses keeps the IPv4 header and ICMPv6 pseudo-header sums unchanged; the
+/// type byte changes, which an incremental update covers (RFC 1624).
+#[inline(always)]
+pub fn echo_reply(ctx: &XdpContext, pkt: &Packet) -> Verdict {
+    bounce_eth(ctx)?;
+    if pkt.key.family == FAMILY_V4 {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+        // SAFETY: bounds checked.
+        unsafe {
+            let s = (*ip).src_addr;
+            (*ip).src_addr = (*ip).dst_addr;
+            (*ip).dst_addr = s;
+        }
+    } else {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+        // SAFETY: bounds checked.
+        unsafe {
+            let s = (*ip).src_addr;
+            (*ip).src_addr = (*ip).dst_addr;
+            (*ip).dst_addr = s;
+            (*ip).hop_limit = 64;
+        }
+    }
+    let icmp = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    unsafe {
+        let h = &mut *icmp;
+        let old = u16::from_be_bytes([h[0], h[1]]);
+        h[0] = if pkt.key.family == FAMILY_V4 { 0 } else { 129 };
+        let new = u16::from_be_bytes([h[0], h[1]]);
+        let c = csum_replace16(u16::from_be_bytes([h[2], h[3]]), old, new);
+        h[2] = (c >> 8) as u8;
+        h[3] = c as u8;
+    }
+    Ok((xdp_action::XDP_TX, reason::TX_ICMP_ECHO))
+}
+
+/// Largest quote of the offending packet in an ICMPv6 "packet too big": as much as fits
+/// in the IPv6 minimum MTU (RFC 4443 section 2.4 (c)): 1280 - 40 - 8.
+const V6_QUOTE_MAX: usize = 1232;
+/// ICMPv4 quotes the IP header (options included, at most 60 bytes) plus 8 bytes of
+/// payload (RFC 792).
+const V4_QUOTE_MAX: usize = 68;
+
+/// Encapsulating would exceed the MTU: answer the client with ICMP "fragmentation
+/// needed" (type 3 code 4) or ICMPv6 "packet too big", from the VIP, instead of
+/// dropping silently, so its path-MTU discovery shrinks the flow.
+#[inline(always)]
+fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let (mac_src, mac_dst) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
+    let v4 = pkt.key.family == FAMILY_V4;
+    let (hdr_len, quote) = if v4 {
+        let q = pkt.ihl + 8;
+        (Ipv4Hdr::LEN + 8, if q < pkt.ip_len { q } else { pkt.ip_len })
+    } else {
+        (
+            Ipv6Hdr::LEN + 8,
+            if V6_QUOTE_MAX < pkt.ip_len {
+                V6_QUOTE_MAX
+            } else {
+                pkt.ip_len
+            },
+        )
+    };
+    // The quote must be whole 16-bit words for the checksum loop below; trimming the
+    // odd byte of a quote is allowed (the quote is "as much as fits").
+    let quote = quote & !1;
+    if ctx_adjust_head(ctx, -(hdr_len as i32)).is_err() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_ADJUST_FAILED));
+    }
+    let total = ETH_LEN + hdr_len + quote;
+    let cur = ctx.data_end() - ctx.data();
+    if cur > total && ctx_adjust_tail(ctx, -((cur - total) as i32)).is_err() {
+        return Ok((xdp_action::XDP_DROP, reason::DROP_ADJUST_FAILED));
+    }
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::DROP_ADJUST_FAILED)?;
+    // SAFETY: bounds checked.
+    unsafe {
+        (*eth).dst_addr = mac_src;
+        (*eth).src_addr = mac_dst;
+        (*eth).ether_type = if v4 { 0x0800u16 } else { 0x86ddu16 }.to_be();
+    }
+    let icmp_off = ETH_LEN + hdr_len - 8;
+    let icmp = ptr_at::<[u8; 8]>(ctx, icmp_off).ok_or(reason::DROP_ADJUST_FAILED)?;
+    let icmp_len = 8 + quote;
+    let mut sum: u64 = 0;
+    if v4 {
+        let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let tot = (Ipv4Hdr::LEN + icmp_len) as u16;
+        let vip = pkt.key.dst_be[0].to_ne_bytes();
+        let client = pkt.key.src_be[0].to_ne_bytes();
+        let mut h = [
+            0x45, 0xc0, (tot >> 8) as u8, tot as u8, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, vip[0],
+            vip[1], vip[2], vip[3], client[0], client[1], client[2], client[3],
+        ];
+        // SAFETY: local array.
+        let c = csum_fold(unsafe { sum16(h.as_ptr(), 10) });
+        h[10] = (c >> 8) as u8;
+        h[11] = c as u8;
+        let m = mtu as u16;
+        // SAFETY: bounds checked.
+        unsafe {
+            *ip = h;
+            *icmp = [3, 4, 0, 0, 0, 0, (m >> 8) as u8, m as u8];
+        }
+    } else {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let vip = words_to_bytes(&pkt.key.dst_be);
+        let client = words_to_bytes(&pkt.key.src_be);
+        // SAFETY: bounds checked.
+        unsafe {
+            (*ip).vcf = [0x60, 0, 0, 0];
+            (*ip).payload_len = (icmp_len as u16).to_be_bytes();
+            (*ip).next_hdr = PROTO_ICMPV6;
+            (*ip).hop_limit = 255;
+            (*ip).src_addr = vip;
+            (*ip).dst_addr = client;
+            let m = mtu.to_be_bytes();
+            *icmp = [2, 0, 0, 0, m[0], m[1], m[2], m[3]];
+            // Pseudo-header (RFC 8200 section 8.1): addresses, length, next header.
+            sum = sum16(vip.as_ptr(), 8) + sum16(client.as_ptr(), 8);
+        }
+        sum += icmp_len as u64 + u64::from(PROTO_ICMPV6);
+    }
+    // SAFETY: bounds checked.
+    sum += unsafe { sum16((*icmp).as_ptr(), 4) };
+    let quote_off = icmp_off + 8;
+    let max = if v4 { V4_QUOTE_MAX } else { V6_QUOTE_MAX };
+    let mut i = 0;
+    while i < max / 2 {
+        if 2 * i >= quote {
+            break;
+        }
+        let w = ptr_at::<[u8; 2]>(ctx, quote_off + 2 * i).ok_or(reason::DROP_ADJUST_FAILED)?;
+        // SAFETY: bounds checked.
+        sum += u64::from(u16::from_be_bytes(unsafe { *w }));
+        i += 1;
+    }
+    let c = csum_fold(sum);
+    // SAFETY: bounds checked above.
+    unsafe {
+        (*icmp)[2] = (c >> 8) as u8;
+        (*icmp)[3] = c as u8;
+    }
+    Ok((xdp_action::XDP_TX, reason::TX_ICMP_TOO_BIG))
+}

@@ -1,0 +1,500 @@
+//! The load-balancer body: parse, find the service, pick the backend, forward.
+//!
+//! Order of decisions for an IP packet:
+//! 1. ICMP/ICMPv6: echo to a VIP is answered here; a destination-unreachable or
+//!    packet-too-big about a VIP flow goes to that flow's backend; anything else passes.
+//! 2. A non-first fragment follows the backend its first fragment went to
+//!    ([`lb_common::MAP_FRAGS`]); without one it is dropped if addressed to a VIP
+//!    (`drop_frag_orphan`: without the ports no backend can be known, and passing it to
+//!    the LB's own stack would only feed a reassembly queue that never completes).
+//! 3. TCP/UDP: service by (VIP, proto, port), else the VIP's port-0 "all ports" service.
+//! 4. Backend: connection table first (not for a TCP SYN, which always follows the
+//!    current ring), else the ring slot `flow_hash % M` of the live ring half.
+
+use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use lb_common::{
+    BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, Flow, PROTO_TCP,
+    PROTO_UDP, RING_MAX, Service, ServiceKey, hash::flow_hash, reason, ring_index,
+};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+use crate::{
+    BACKENDS, CONFIG, CONNTRACK, FRAGS, RINGS, SERVICES, STATS_BACKEND, STATS_REASON,
+    STATS_SERVICE, count, fwd,
+    parse::{be16, ptr_at, words16},
+};
+
+pub const ETH_LEN: usize = EthHdr::LEN;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// `Ok((action, reason))` or `Err(reason)`, which always means XDP_PASS (fail open).
+type Verdict = Result<(u32, u32), u32>;
+
+/// What the parser learnt about an IP packet.
+pub struct Packet {
+    pub key: FlowKey,
+    /// Offset of the L4 header.
+    pub l4_off: usize,
+    /// Length of the IP packet (header included), as the IP header says.
+    pub ip_len: usize,
+    /// IPv4 header length (options included), 40 for IPv6.
+    pub ihl: usize,
+    /// Fragment: `frag_id`, whether this is a fragment, and whether it is the first.
+    pub frag_id: u32,
+    pub is_frag: bool,
+    pub first_frag: bool,
+}
+
+#[inline(always)]
+pub fn run(ctx: &XdpContext) -> (u32, u32) {
+    match try_lb(ctx) {
+        Ok(v) => v,
+        Err(why) => (xdp_action::XDP_PASS, why),
+    }
+}
+
+#[inline(always)]
+fn try_lb(ctx: &XdpContext) -> Verdict {
+    // Fail open: too short for Ethernet, let the kernel account for it.
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let ether_type = u16::from_be(unsafe { (*eth).ether_type });
+    let mut pkt = match ether_type {
+        ETH_P_IP => parse_v4(ctx)?,
+        ETH_P_IPV6 => parse_v6(ctx)?,
+        // ARP, LLDP, VLAN-tagged frames, ...: not ours.
+        _ => return Err(reason::PASS_NOT_IP),
+    };
+    let proto = pkt.key.proto;
+    if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
+        return icmp(ctx, &mut pkt);
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
+    }
+    if pkt.is_frag && !pkt.first_frag {
+        return follow_fragment(ctx, &pkt);
+    }
+    // Ports: both TCP and UDP start with them.
+    let ports = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let ports = unsafe { *ports };
+    pkt.key.sport_be = u16::from_ne_bytes([ports[0], ports[1]]);
+    pkt.key.dport_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    let mut syn = false;
+    if proto == PROTO_TCP {
+        let flags = ptr_at::<[u8; 14]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+        // SAFETY: bounds checked; byte 13 holds CWR..FIN.
+        let f = unsafe { (*flags)[13] };
+        syn = f & 0x02 != 0 && f & 0x10 == 0;
+    } else if ptr_at::<[u8; 8]>(ctx, pkt.l4_off).is_none() {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let svc = find_service(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
+    let cfg = config();
+    let (backend_id, backend, hash) = match pick(&pkt.key, &svc, &cfg, syn, true) {
+        Ok(v) => v,
+        Err(why) => return Ok((xdp_action::XDP_DROP, why)),
+    };
+    if pkt.is_frag {
+        // First fragment: remember where the rest of the datagram goes.
+        let fk = frag_key(&pkt);
+        let v = Flow {
+            backend: backend_id,
+            flags: svc.flags,
+            last_seen_ns: 0,
+        };
+        let _ = FRAGS.insert(&fk, &v, 0);
+    }
+    forward(ctx, &pkt, &svc, backend_id, &backend, hash, &cfg)
+}
+
+#[inline(always)]
+fn config() -> Config {
+    match CONFIG.get(0) {
+        Some(c) => *c,
+        None => Config::default(),
+    }
+}
+
+/// A non-VIP packet passes as `pass_not_vip`; one to a VIP we will not steer, as `why`.
+#[inline(always)]
+fn not_vip_or(key: &FlowKey, why: u32) -> u32 {
+    if is_vip(key) { why } else { reason::PASS_NOT_VIP }
+}
+
+/// The controller marks every VIP with a service entry of proto ICMP/ICMPv6 and port 0.
+#[inline(always)]
+fn is_vip(key: &FlowKey) -> bool {
+    let marker = ServiceKey {
+        addr_be: key.dst_be,
+        port_be: 0,
+        proto: if key.family == FAMILY_V4 {
+            PROTO_ICMP
+        } else {
+            PROTO_ICMPV6
+        },
+        family: key.family,
+    };
+    // SAFETY: the value is copied out at once.
+    unsafe { SERVICES.get(&marker).is_some() }
+}
+
+#[inline(always)]
+fn find_service(key: &FlowKey) -> Option<Service> {
+    let mut sk = ServiceKey {
+        addr_be: key.dst_be,
+        port_be: key.dport_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    // SAFETY: the value is copied out at once.
+    if let Some(s) = unsafe { SERVICES.get(&sk) } {
+        return Some(*s);
+    }
+    sk.port_be = 0;
+    // SAFETY: as above.
+    unsafe { SERVICES.get(&sk) }.copied()
+}
+
+/// Chooses the backend: connection table (unless `syn`), else the ring. Inserts the
+/// result into the connection table when `remember`.
+#[inline(always)]
+fn pick(
+    key: &FlowKey,
+    svc: &Service,
+    cfg: &Config,
+    syn: bool,
+    remember: bool,
+) -> Result<(u32, Backend, u32), u32> {
+    let hash = flow_hash(key, cfg.hash_seed);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !syn && let Some(f) = CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: map value pointer, valid for this program run.
+        let f = unsafe { &mut *f };
+        let expired = key.proto == PROTO_UDP
+            && cfg.udp_timeout_ns != 0
+            && now.wrapping_sub(f.last_seen_ns) > cfg.udp_timeout_ns;
+        if expired {
+            count(&STATS_REASON, reason::EVENT_UDP_EXPIRED, 0);
+        } else if let Some(b) = BACKENDS.get(f.backend)
+            && b.family != 0
+            && b.flags & BACKEND_DOWN == 0
+        {
+            if key.proto == PROTO_UDP {
+                f.last_seen_ns = now;
+            }
+            count(&STATS_REASON, reason::EVENT_CONNTRACK_HIT, 0);
+            return Ok((f.backend, *b, hash));
+        }
+    }
+    count(&STATS_REASON, reason::EVENT_CONNTRACK_MISS, 0);
+    let m = svc.ring_size;
+    if m == 0 || m > RING_MAX {
+        // Fail closed: the service exists but has no healthy backend.
+        return Err(reason::DROP_NO_BACKEND);
+    }
+    let idx = ring_index(svc.id, svc.ring_slot & 1, hash % m);
+    // Fail closed: a hole in the ring is a controller bug, never forward blindly.
+    let id = *RINGS.get(idx).ok_or(reason::DROP_RING_SLOT_EMPTY)?;
+    let b = *BACKENDS.get(id).ok_or(reason::DROP_RING_SLOT_EMPTY)?;
+    if id == 0 || b.family == 0 {
+        return Err(reason::DROP_RING_SLOT_EMPTY);
+    }
+    if remember {
+        let v = Flow {
+            backend: id,
+            flags: svc.flags,
+            last_seen_ns: now,
+        };
+        if CONNTRACK.insert(key, &v, 0).is_err() {
+            // Still forwarded by the ring, just not pinned.
+            count(&STATS_REASON, reason::EVENT_TABLE_FULL, 0);
+        }
+    }
+    Ok((id, b, hash))
+}
+
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    svc: &Service,
+    id: u32,
+    b: &Backend,
+    hash: u32,
+    cfg: &Config,
+) -> Verdict {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let v = if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
+        fwd::encap(ctx, pkt, b, hash, cfg)
+    } else {
+        fwd::l2(ctx, b)
+    };
+    if let Ok((action, _)) = v
+        && action != xdp_action::XDP_DROP
+        && action != xdp_action::XDP_ABORTED
+    {
+        count(&STATS_SERVICE, svc.id, len);
+        count(&STATS_BACKEND, id, len);
+    }
+    v
+}
+
+#[inline(always)]
+fn frag_key(pkt: &Packet) -> FragKey {
+    FragKey {
+        src_be: pkt.key.src_be,
+        dst_be: pkt.key.dst_be,
+        id: pkt.frag_id,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+        _pad: [0; 2],
+    }
+}
+
+#[inline(always)]
+fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
+    let fk = frag_key(pkt);
+    // SAFETY: copied out at once.
+    let Some(f) = (unsafe { FRAGS.get(&fk) }).copied() else {
+        if is_vip(&pkt.key) {
+            return Ok((xdp_action::XDP_DROP, reason::DROP_FRAG_ORPHAN));
+        }
+        return Err(reason::PASS_NOT_VIP);
+    };
+    // The backend may have gone since the first fragment: then the datagram is lost
+    // anyway (fail closed).
+    let b = match BACKENDS.get(f.backend) {
+        Some(b) if b.family != 0 => *b,
+        _ => return Ok((xdp_action::XDP_DROP, reason::DROP_RING_SLOT_EMPTY)),
+    };
+    count(&STATS_REASON, reason::EVENT_FRAG_FOLLOWED, 0);
+    let svc = Service {
+        id: 0,
+        flags: f.flags,
+        ring_slot: 0,
+        ring_size: 0,
+    };
+    let cfg = config();
+    let hash = flow_hash(&pkt.key, cfg.hash_seed);
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    count(&STATS_BACKEND, f.backend, len);
+    if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
+        fwd::encap(ctx, pkt, &b, hash, &cfg)
+    } else {
+        fwd::l2(ctx, &b)
+    }
+}
+
+#[inline(always)]
+fn parse_v4(ctx: &XdpContext) -> Result<Packet, u32> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let ip = unsafe { &*ip };
+    if ip.vihl >> 4 != 4 {
+        return Err(reason::PASS_MALFORMED);
+    }
+    // IPv4 options are skipped by their length (IHL), never interpreted.
+    let ihl = usize::from(ip.vihl & 0x0f) * 4;
+    let ip_len = usize::from(be16(ip.tot_len));
+    let frame = ctx.data_end() - ctx.data();
+    if ihl < Ipv4Hdr::LEN || ip_len < ihl || ETH_LEN + ip_len > frame {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let frags = be16(ip.frags);
+    let more = frags & 0x2000 != 0;
+    let offset = frags & 0x1fff;
+    Ok(Packet {
+        key: FlowKey {
+            src_be: [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
+            dst_be: [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0],
+            sport_be: 0,
+            dport_be: 0,
+            proto: ip.proto,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        },
+        l4_off: ETH_LEN + ihl,
+        ip_len,
+        ihl,
+        frag_id: u32::from(be16(ip.id)),
+        is_frag: more || offset != 0,
+        first_frag: offset == 0,
+    })
+}
+
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+/// How many extension headers we walk before refusing the packet.
+const MAX_EXT_HEADERS: usize = 4;
+
+#[inline(always)]
+fn parse_v6(ctx: &XdpContext) -> Result<Packet, u32> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let ip = unsafe { &*ip };
+    if ip.vcf[0] >> 4 != 6 {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let payload = usize::from(be16(ip.payload_len));
+    let frame = ctx.data_end() - ctx.data();
+    // A zero payload length means a jumbogram (RFC 2675): not on Ethernet, refuse.
+    if payload == 0 || ETH_LEN + Ipv6Hdr::LEN + payload > frame {
+        return Err(reason::PASS_MALFORMED);
+    }
+    let mut key = FlowKey {
+        src_be: words16(&ip.src_addr),
+        dst_be: words16(&ip.dst_addr),
+        sport_be: 0,
+        dport_be: 0,
+        proto: ip.next_hdr,
+        family: FAMILY_V6,
+        _pad: [0; 2],
+    };
+    let mut off = ETH_LEN + Ipv6Hdr::LEN;
+    let mut pkt_frag = (0u32, false, true);
+    // Walk the extension headers we understand (RFC 8200 section 4); anything else
+    // past them is the upper layer, or something we refuse below.
+    for _ in 0..MAX_EXT_HEADERS {
+        let next = key.proto;
+        if next == NEXTHDR_HOP || next == NEXTHDR_DEST || next == NEXTHDR_ROUTING {
+            let h = ptr_at::<[u8; 4]>(ctx, off).ok_or(reason::PASS_MALFORMED)?;
+            // SAFETY: bounds checked.
+            let h = unsafe { *h };
+            if next == NEXTHDR_ROUTING && h[3] != 0 {
+                // Segments left: this hop is not the final destination, so the
+                // destination address is not the flow's; refuse rather than mis-steer.
+                return Err(not_vip_or(&key, reason::PASS_UNSUPPORTED));
+            }
+            key.proto = h[0];
+            off += (usize::from(h[1]) + 1) * 8;
+        } else if next == NEXTHDR_FRAGMENT {
+            let h = ptr_at::<[u8; 8]>(ctx, off).ok_or(reason::PASS_MALFORMED)?;
+            // SAFETY: bounds checked.
+            let h = unsafe { *h };
+            key.proto = h[0];
+            let off_m = u16::from_be_bytes([h[2], h[3]]);
+            let offset = off_m >> 3;
+            let more = off_m & 1 != 0;
+            pkt_frag = (
+                u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                more || offset != 0,
+                offset == 0,
+            );
+            off += 8;
+        } else {
+            break;
+        }
+    }
+    let next = key.proto;
+    if next == NEXTHDR_HOP
+        || next == NEXTHDR_DEST
+        || next == NEXTHDR_ROUTING
+        || next == NEXTHDR_FRAGMENT
+    {
+        // More extension headers than we walk: refuse deliberately.
+        return Err(not_vip_or(&key, reason::PASS_UNSUPPORTED));
+    }
+    if off > ETH_LEN + Ipv6Hdr::LEN + payload {
+        return Err(reason::PASS_MALFORMED);
+    }
+    Ok(Packet {
+        key,
+        l4_off: off,
+        ip_len: Ipv6Hdr::LEN + payload,
+        ihl: Ipv6Hdr::LEN,
+        frag_id: pkt_frag.0,
+        is_frag: pkt_frag.1,
+        first_frag: pkt_frag.2,
+    })
+}
+
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+
+#[inline(always)]
+fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Verdict {
+    if pkt.is_frag {
+        return Err(not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
+    }
+    let h = ptr_at::<[u8; 8]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let ty = unsafe { (*h)[0] };
+    let v4 = pkt.key.family == FAMILY_V4;
+    if (v4 && ty == ICMP_ECHO_REQUEST) || (!v4 && ty == ICMPV6_ECHO_REQUEST) {
+        if !is_vip(&pkt.key) {
+            return Err(reason::PASS_NOT_VIP);
+        }
+        return fwd::echo_reply(ctx, pkt);
+    }
+    if (v4 && ty == ICMP_DEST_UNREACH) || (!v4 && (ty == ICMPV6_DEST_UNREACH || ty == ICMPV6_PKT_TOOBIG)) {
+        return icmp_error(ctx, pkt);
+    }
+    Err(reason::PASS_NOT_VIP)
+}
+
+/// An ICMP error quoting a packet the VIP "sent" (really a backend, with DSR): the
+/// quoted header is (VIP:port -> client:port); reverse it to find the flow's backend.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, pkt: &Packet) -> Verdict {
+    let inner = pkt.l4_off + 8;
+    let mut key = FlowKey::default();
+    let inner_l4;
+    if pkt.key.family == FAMILY_V4 {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, inner).ok_or(reason::PASS_MALFORMED)?;
+        // SAFETY: bounds checked.
+        let ip = unsafe { &*ip };
+        let ihl = usize::from(ip.vihl & 0x0f) * 4;
+        if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
+            return Err(reason::PASS_MALFORMED);
+        }
+        key.src_be[0] = u32::from_ne_bytes(ip.dst_addr);
+        key.dst_be[0] = u32::from_ne_bytes(ip.src_addr);
+        key.proto = ip.proto;
+        key.family = FAMILY_V4;
+        inner_l4 = inner + ihl;
+    } else {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, inner).ok_or(reason::PASS_MALFORMED)?;
+        // SAFETY: bounds checked.
+        let ip = unsafe { &*ip };
+        key.src_be = words16(&ip.dst_addr);
+        key.dst_be = words16(&ip.src_addr);
+        // Quoted extension headers are not walked: such an error passes.
+        key.proto = ip.next_hdr;
+        key.family = FAMILY_V6;
+        inner_l4 = inner + Ipv6Hdr::LEN;
+    }
+    if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
+        return Err(reason::PASS_NOT_VIP);
+    }
+    let ports = ptr_at::<[u8; 4]>(ctx, inner_l4).ok_or(reason::PASS_MALFORMED)?;
+    // SAFETY: bounds checked.
+    let ports = unsafe { *ports };
+    key.dport_be = u16::from_ne_bytes([ports[0], ports[1]]);
+    key.sport_be = u16::from_ne_bytes([ports[2], ports[3]]);
+    // The error must be addressed to the VIP the quoted packet came from.
+    if key.dst_be != pkt.key.dst_be {
+        return Err(reason::PASS_NOT_VIP);
+    }
+    let svc = find_service(&key).ok_or(reason::PASS_NOT_VIP)?;
+    let cfg = config();
+    let (id, b, hash) = match pick(&key, &svc, &cfg, false, false) {
+        Ok(v) => v,
+        Err(why) => return Ok((xdp_action::XDP_DROP, why)),
+    };
+    count(&STATS_REASON, reason::EVENT_ICMP_STEERED, 0);
+    forward(ctx, pkt, &svc, id, &b, hash, &cfg)
+}

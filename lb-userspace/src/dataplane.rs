@@ -1,0 +1,374 @@
+//! The data plane's lifecycle and its maps: load the embedded XDP object, attach it to
+//! a NIC, pin program link and maps in bpffs so a restarted controller adopts them
+//! (hitless restart), and typed access to every map.
+//!
+//! Pin layout, one directory per instance: `<bpffs>/lb-<instance>/` holding the maps
+//! by their `lb_common::MAP_*` names and `link` (the XDP link). While `link` is pinned
+//! the program stays attached whatever happens to the controller process.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::{
+        TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use lb_common::{
+    Backend, Config, Counter, Flow, FlowKey, MAP_BACKENDS, MAP_CONFIG, MAP_CONNTRACK, MAP_RINGS,
+    MAP_SERVICES, MAP_SINK, MAP_STATS_BACKEND, MAP_STATS_REASON, MAP_STATS_SERVICE, MAP_TX_PORTS,
+    Service, ServiceKey,
+};
+
+/// Where bpffs is mounted (`cargo xtask setup` mounts it).
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Sizes chosen at load time.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Connection-table entries.
+    pub conntrack_size: u32,
+    /// Services the ring block is sized for (each takes 2 x 65537 x 4 bytes).
+    pub max_services: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            conntrack_size: lb_common::CONNTRACK_SIZE,
+            max_services: lb_common::MAX_SERVICES,
+        }
+    }
+}
+
+/// XDP attach mode, as the CLI spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) mode: the fast path.
+    Drv,
+    /// Generic mode: works on any device, much slower.
+    Skb,
+}
+
+impl From<AttachMode> for XdpMode {
+    fn from(m: AttachMode) -> Self {
+        match m {
+            AttachMode::Drv => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// Typed handles on every map of `xdp_lb`.
+pub struct Maps {
+    pub services: HashMap<MapData, ServiceKey, Service>,
+    pub backends: Array<MapData, Backend>,
+    pub rings: Array<MapData, u32>,
+    pub conntrack: HashMap<MapData, FlowKey, Flow>,
+    pub config: Array<MapData, Config>,
+    pub stats_reason: PerCpuArray<MapData, Counter>,
+    pub stats_service: PerCpuArray<MapData, Counter>,
+    pub stats_backend: PerCpuArray<MapData, Counter>,
+    pub tx_ports: DevMap<MapData>,
+}
+
+/// Maps pinned per instance.
+const PINNED_MAPS: [&str; 9] = [
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_RINGS,
+    MAP_CONNTRACK,
+    MAP_CONFIG,
+    MAP_STATS_REASON,
+    MAP_STATS_SERVICE,
+    MAP_STATS_BACKEND,
+    MAP_TX_PORTS,
+];
+
+/// A loaded (and possibly attached) data plane.
+pub struct Dataplane {
+    /// The object, when this process loaded it (None after adopting pins).
+    ebpf: Option<Ebpf>,
+    pub maps: Maps,
+    pin_dir: Option<PathBuf>,
+    link: Option<PinnedLink>,
+    /// Whether the state was adopted from pins left by an earlier controller.
+    pub adopted: bool,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .with_context(|| format!("the XDP object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+fn from_pin<T>(dir: &Path, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+    let map = Map::from_map_data(data).with_context(|| format!("pinned map {name}"))?;
+    T::try_from(map).with_context(|| format!("pinned map {name} has an unexpected type"))
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Ok(Self {
+            services: take(ebpf, MAP_SERVICES)?,
+            backends: take(ebpf, MAP_BACKENDS)?,
+            rings: take(ebpf, MAP_RINGS)?,
+            conntrack: take(ebpf, MAP_CONNTRACK)?,
+            config: take(ebpf, MAP_CONFIG)?,
+            stats_reason: take(ebpf, MAP_STATS_REASON)?,
+            stats_service: take(ebpf, MAP_STATS_SERVICE)?,
+            stats_backend: take(ebpf, MAP_STATS_BACKEND)?,
+            tx_ports: take(ebpf, MAP_TX_PORTS)?,
+        })
+    }
+
+    fn from_pins(dir: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            services: from_pin(dir, MAP_SERVICES)?,
+            backends: from_pin(dir, MAP_BACKENDS)?,
+            rings: from_pin(dir, MAP_RINGS)?,
+            conntrack: from_pin(dir, MAP_CONNTRACK)?,
+            config: from_pin(dir, MAP_CONFIG)?,
+            stats_reason: from_pin(dir, MAP_STATS_REASON)?,
+            stats_service: from_pin(dir, MAP_STATS_SERVICE)?,
+            stats_backend: from_pin(dir, MAP_STATS_BACKEND)?,
+            tx_ports: from_pin(dir, MAP_TX_PORTS)?,
+        })
+    }
+}
+
+/// Pins every map `xdp_lb` uses (the sink counter is only for tests and benchmarks).
+fn pin_maps(ebpf: &Ebpf, dir: &Path) -> anyhow::Result<()> {
+    for name in PINNED_MAPS {
+        let map = ebpf.map(name).with_context(|| format!("the XDP object has no map {name}"))?;
+        map.pin(dir.join(name))
+            .with_context(|| format!("pinning {name} in {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Sum of a per-CPU counter over all CPUs.
+pub fn sum(values: &PerCpuValues<Counter>) -> Counter {
+    values.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
+}
+
+/// Loads the embedded object with the given sizes (nothing attached, nothing pinned).
+pub fn load_object(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
+    let bytes = crate::object::bytes()?;
+    let rings = opts
+        .max_services
+        .checked_mul(2 * lb_common::RING_MAX)
+        .context("max_services too large")?;
+    EbpfLoader::new()
+        .map_max_entries(MAP_CONNTRACK, opts.conntrack_size)
+        .map_max_entries(MAP_SERVICES, opts.max_services * 2)
+        .map_max_entries(MAP_RINGS, rings)
+        .map_max_entries(MAP_STATS_SERVICE, opts.max_services)
+        .load(bytes)
+        .context("loading the XDP object (is this kernel built with BPF and BTF?)")
+}
+
+/// Loads program `name` of `ebpf` into the kernel (runs the verifier).
+pub fn load_program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .with_context(|| format!("the XDP object has no program {name}"))?
+        .try_into()
+        .with_context(|| format!("{name} is not an XDP program"))?;
+    if prog.fd().is_err() {
+        prog.load()
+            .with_context(|| format!("the kernel's verifier rejected {name}"))?;
+    }
+    Ok(prog)
+}
+
+/// Runs `prog` once on `frame` with BPF_PROG_TEST_RUN; returns the action and the
+/// frame as the program left it.
+pub fn test_run(prog: &Xdp, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+    // Room for encapsulation (+40) and for ICMP replies.
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    out.truncate(r.data_size_out as usize);
+    Ok((r.return_value, out))
+}
+
+/// Pins `link` (from `take_link`) of an XDP program at `path`.
+pub fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, path: &Path) -> anyhow::Result<PinnedLink> {
+    let link = prog.take_link(id).context("taking the XDP link")?;
+    let fd: FdLink = link
+        .try_into()
+        .context("this kernel attached XDP through netlink, not a bpf_link; pinning needs Linux >= 5.9")?;
+    fd.pin(path)
+        .with_context(|| format!("pinning the XDP link at {}", path.display()))
+}
+
+impl Dataplane {
+    /// Directory holding the pins of `instance`.
+    pub fn pin_dir(instance: &str) -> PathBuf {
+        Path::new(BPFFS).join(format!("lb-{instance}"))
+    }
+
+    /// Loads the object without attaching or pinning (fixtures, benchmarks).
+    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
+        let mut ebpf = load_object(opts)?;
+        load_program(&mut ebpf, lb_common::PROG_LB)?;
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            maps,
+            pin_dir: None,
+            link: None,
+            adopted: false,
+        })
+    }
+
+    /// Attaches `xdp_lb` to `iface` and pins link and maps under the instance's
+    /// directory, or adopts them when an earlier controller left them there.
+    pub fn attach_or_adopt(
+        instance: &str,
+        iface: &str,
+        mode: AttachMode,
+        opts: &LoadOptions,
+    ) -> anyhow::Result<Self> {
+        let dir = Self::pin_dir(instance);
+        ensure_bpffs()?;
+        if dir.join("link").exists() {
+            let maps = Maps::from_pins(&dir).context(
+                "adopting the pinned state of an earlier controller failed; remove it with `lb run --flush` or delete the pin directory",
+            )?;
+            let link = PinnedLink::from_pin(dir.join("link")).context("opening the pinned XDP link")?;
+            log::info!("adopted pinned data plane in {} (hitless restart)", dir.display());
+            return Ok(Self {
+                ebpf: None,
+                maps,
+                pin_dir: Some(dir),
+                link: Some(link),
+                adopted: true,
+            });
+        }
+        if dir.exists() {
+            // Maps without a link: a half-finished earlier start. Start clean.
+            fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+        }
+        let mut ebpf = load_object(opts)?;
+        let prog = load_program(&mut ebpf, lb_common::PROG_LB)?;
+        let id = prog.attach(iface, mode.into()).map_err(|e| {
+            anyhow::anyhow!(
+                "attaching XDP to {iface} in {mode:?} mode failed: {e}{}",
+                if mode == AttachMode::Drv {
+                    " (the driver may not support native XDP: try --xdp-mode skb)"
+                } else {
+                    ""
+                }
+            )
+        })?;
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let link = pin_link(prog, id, &dir.join("link"))?;
+        pin_maps(&ebpf, &dir)?;
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            maps,
+            pin_dir: Some(dir),
+            link: Some(link),
+            adopted: false,
+        })
+    }
+
+    /// The loaded `xdp_lb` program, when this process loaded it.
+    pub fn program(&self) -> Option<&Xdp> {
+        self.ebpf
+            .as_ref()?
+            .program(lb_common::PROG_LB)?
+            .try_into()
+            .ok()
+    }
+
+    /// Detaches and removes every pin (clean shutdown). With `keep`, leaves the data
+    /// plane running and pinned for the next controller.
+    pub fn shutdown(mut self, keep: bool) -> anyhow::Result<()> {
+        if keep {
+            return Ok(());
+        }
+        if let Some(link) = self.link.take() {
+            // Unpinning drops the last reference: the kernel detaches the program.
+            let fd = link.unpin().context("unpinning the XDP link")?;
+            drop(fd);
+        }
+        if let Some(dir) = self.pin_dir.take() {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Sum over CPUs of exit-reason counter `idx`.
+    pub fn reason(&self, idx: u32) -> anyhow::Result<Counter> {
+        Ok(sum(&self.maps.stats_reason.get(&idx, 0)?))
+    }
+}
+
+/// Mounts bpffs at [`BPFFS`] if nothing is mounted there.
+pub fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf ")) {
+        return Ok(());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", BPFFS])
+        .status()
+        .context("running mount")?;
+    if !status.success() {
+        bail!("bpffs is not mounted at {BPFFS} and mounting it failed: run `cargo xtask setup` as root");
+    }
+    Ok(())
+}
+
+/// Attaches one of the helper programs (`xdp_pass`, `xdp_decap`, `xdp_count`,
+/// `xdp_sink`, `xdp_tx`) to `iface` and pins its link at `pin`, so it stays attached
+/// after this process exits. Returns nothing to hold.
+pub fn attach_helper(prog_name: &str, iface: &str, mode: AttachMode, pin: &Path) -> anyhow::Result<()> {
+    ensure_bpffs()?;
+    let mut ebpf = load_object(&LoadOptions {
+        conntrack_size: 1024,
+        max_services: 1,
+    })?;
+    let prog = load_program(&mut ebpf, prog_name)?;
+    let id = prog
+        .attach(iface, mode.into())
+        .with_context(|| format!("attaching {prog_name} to {iface}"))?;
+    if let Some(parent) = pin.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    pin_link(prog, id, pin)?;
+    if prog_name == lb_common::PROG_SINK || prog_name == "xdp_count" {
+        let sink = ebpf.map(MAP_SINK).context("no sink map")?;
+        sink.pin(pin.with_extension("sink"))
+            .context("pinning the sink counter")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! The network-namespace test harness shared by the privileged integration and
+//! end-to-end tests.
+//!
+//! A [`Topology`] owns everything a test creates: namespaces, veth pairs, bridges and
+//! processes. Dropping it (also while a test panics) kills the processes by PID and
+//! deletes the namespaces, which takes their links with them. Names carry a per-test
+//! prefix plus the creating process's PID, so tests run in parallel without clashing,
+//! and leftovers of a crashed run (whose PID is gone) are removed on the next start,
+//! never reused.
+//!
+//! # Layout
+//! - [`Topology`], [`Ns`]: namespaces, links, addresses, sysctls, commands
+//! - [`Proc`]: a process spawned inside a namespace, killed on drop
+//! - [`bin_path`]: where the workspace's binaries were built
+//! - [`require_root`]: the one place that decides whether privileged tests can run
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// Every namespace this harness creates starts with this, so leftovers are findable.
+pub const NS_PREFIX: &str = "lbt";
+
+/// Fails loudly when the tests cannot do what they claim: they need root for
+/// namespaces and BPF. A privileged suite that silently skipped would prove nothing.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "these tests create network namespaces and load XDP programs: run them as root (cargo xtask test)"
+    );
+}
+
+/// Path of a binary of this workspace in the target directory the tests were built in.
+pub fn bin_path(name: &str) -> PathBuf {
+    // tests live in target/<profile>/deps/; binaries one level up.
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built; run `cargo build --workspace --bins` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs a command to completion; error (with its stderr) unless it exits 0.
+pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or fails after `limit`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace of a [`Topology`].
+#[derive(Clone, Debug)]
+pub struct Ns {
+    name: String,
+}
+
+impl Ns {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `program` inside the namespace as a [`Command`], to add arguments or env.
+    ///
+    /// Enters only the network namespace (`nsenter --net`), unlike `ip netns exec`,
+    /// which also remounts `/sys` and so hides the bpffs at `/sys/fs/bpf` where the
+    /// controller pins its program, link and maps.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Runs `args` inside the namespace; error unless it exits 0. Returns stdout.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let (p, rest) = args.split_first().context("empty command")?;
+        let out = run(self.cmd(p).args(rest))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `args` inside the namespace and returns its output whatever the exit code.
+    pub fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let (p, rest) = args.split_first().context("empty command")?;
+        self.cmd(p)
+            .args(rest)
+            .stdin(Stdio::null())
+            .output()
+            .context("spawning command in namespace")
+    }
+
+    pub fn addr(&self, ifname: &str, cidr: &str) -> anyhow::Result<()> {
+        let mut args = vec!["ip", "addr", "add", cidr, "dev", ifname];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        self.run(&args).map(drop)
+    }
+
+    pub fn up(&self, ifname: &str) -> anyhow::Result<()> {
+        self.run(&["ip", "link", "set", ifname, "up"]).map(drop)
+    }
+
+    pub fn route(&self, spec: &[&str]) -> anyhow::Result<()> {
+        let mut args = vec!["ip", "route", "add"];
+        if spec.iter().any(|s| s.contains(':')) {
+            args = vec!["ip", "-6", "route", "add"];
+        }
+        args.extend_from_slice(spec);
+        self.run(&args).map(drop)
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        self.run(&["sysctl", "-qw", &format!("{key}={value}")]).map(drop)
+    }
+
+    /// MAC address of `ifname` as "aa:bb:...".
+    pub fn mac(&self, ifname: &str) -> anyhow::Result<String> {
+        // `ip -o link show dev X`: "3: X@if2: <...> ... link/ether aa:bb:.. brd ..."
+        let out = self.run(&["ip", "-o", "link", "show", "dev", ifname])?;
+        let mut words = out.split_whitespace();
+        words
+            .find(|w| *w == "link/ether")
+            .and_then(|_| words.next())
+            .map(str::to_owned)
+            .with_context(|| format!("no MAC for {ifname} in {out:?}"))
+    }
+
+    /// ifindex of `ifname` inside the namespace.
+    pub fn ifindex(&self, ifname: &str) -> anyhow::Result<u32> {
+        let out = self.run(&["ip", "-o", "link", "show", "dev", ifname])?;
+        out.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .with_context(|| format!("no ifindex for {ifname} in {out:?}"))
+    }
+
+    /// Spawns a long-running process inside the namespace.
+    pub fn spawn(&self, args: &[&str]) -> anyhow::Result<Proc> {
+        let (p, rest) = args.split_first().context("empty command")?;
+        self.spawn_cmd(self.cmd(p).args(rest))
+    }
+
+    pub fn spawn_cmd(&self, cmd: &mut Command) -> anyhow::Result<Proc> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Proc { child: Some(child) })
+    }
+}
+
+/// A process started by a test; killed (by its PID) and reaped on drop.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `sig` to the process (by PID).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) on a child we own and have not reaped.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Signals and waits for the exit, returning the status.
+    pub fn stop(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
+        self.signal(sig);
+        self.child.take().and_then(|mut c| c.wait().ok())
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Namespaces and links of one test; everything is removed on drop.
+pub struct Topology {
+    tag: String,
+    namespaces: Vec<Ns>,
+    procs: Vec<Proc>,
+}
+
+impl Topology {
+    /// A new, empty topology for the test `test` (letters, digits; short: Linux
+    /// interface names are limited to 15 bytes, so keep namespace-local names short).
+    pub fn new(test: &str) -> anyhow::Result<Self> {
+        require_root();
+        remove_leftovers();
+        let pid = std::process::id();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            tag: format!("{NS_PREFIX}-{pid}-{seq}-{test}"),
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+        })
+    }
+
+    /// Creates namespace `short` (loopback up).
+    pub fn ns(&mut self, short: &str) -> anyhow::Result<Ns> {
+        let name = format!("{}-{short}", self.tag);
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Ns { name };
+        self.namespaces.push(ns.clone());
+        ns.up("lo")?;
+        Ok(ns)
+    }
+
+    /// A veth pair: `a_if` in `a`, `b_if` in `b`, both up.
+    pub fn veth(&mut self, a: &Ns, a_if: &str, b: &Ns, b_if: &str) -> anyhow::Result<()> {
+        // Created in `a` directly, so no interface ever appears in the host namespace.
+        a.run(&[
+            "ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+        ])?;
+        a.up(a_if)?;
+        b.up(b_if)
+    }
+
+    /// A bridge `br` inside `ns`, up, with IPv6 DAD off and no STP delay.
+    pub fn bridge(&mut self, ns: &Ns, br: &str) -> anyhow::Result<()> {
+        ns.run(&["ip", "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
+        ns.up(br)
+    }
+
+    /// Connects `ifname` of `ns` to `br` in `bridge_ns` through a new veth pair whose
+    /// bridge-side end is called `port`.
+    pub fn plug(&mut self, ns: &Ns, ifname: &str, bridge_ns: &Ns, br: &str, port: &str) -> anyhow::Result<()> {
+        self.veth(ns, ifname, bridge_ns, port)?;
+        bridge_ns.run(&["ip", "link", "set", port, "master", br])?;
+        Ok(())
+    }
+
+    /// Keeps `p` alive until the topology drops (processes die before namespaces).
+    pub fn adopt(&mut self, p: Proc) {
+        self.procs.push(p);
+    }
+
+    pub fn namespaces(&self) -> &[Ns] {
+        &self.namespaces
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.procs.clear();
+        for ns in self.namespaces.drain(..) {
+            // Anything a test started in the namespace by other means still holds it:
+            // kill those by PID first (only processes inside our own namespace).
+            kill_ns_pids(&ns.name);
+            let _ = Command::new("ip").args(["netns", "del", &ns.name]).status();
+        }
+    }
+}
+
+fn kill_ns_pids(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: kill(2); the PID was listed as living in our namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Removes namespaces of earlier runs whose creating process is gone.
+fn remove_leftovers() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let mut parts = name.splitn(3, '-');
+        if parts.next() != Some(NS_PREFIX) {
+            continue;
+        }
+        let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only probes for existence.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            kill_ns_pids(name);
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// Removes every leftover namespace of this harness whose creator is gone (for
+/// `cargo xtask test`'s final check and `cargo xtask demo --down`).
+pub fn cleanup_leftovers() {
+    remove_leftovers();
+}
