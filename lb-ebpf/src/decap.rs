@@ -37,6 +37,13 @@ fn try_decap(ctx: &XdpContext) -> Result<u32, u32> {
             if ip.vihl != 0x45 {
                 return Err(reason::PASS_NOT_VIP);
             }
+            // A fragment (a router may fragment the outer header, which xdp_lb sends
+            // without DF): stripping its outer header would hand the stack a slice of
+            // the inner packet's payload as if it were an IP header. Fail open: the
+            // stack reassembles or drops it.
+            if u16::from_be_bytes(ip.frags) & 0x3fff != 0 {
+                return Err(reason::PASS_UNSUPPORTED);
+            }
             (Ipv4Hdr::LEN, ip.proto)
         }
         0x86dd => {

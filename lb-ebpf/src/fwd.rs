@@ -10,7 +10,7 @@ use network_types::{
 
 use crate::{
     TX_PORTS,
-    lb::{ETH_LEN, Packet, PROTO_ICMP, PROTO_ICMPV6},
+    lb::{ETH_LEN, PROTO_ICMP, PROTO_ICMPV6, Packet},
     parse::{csum_replace16, ptr_at, sum16},
 };
 
@@ -100,8 +100,26 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
         src[3] = hash as u8;
         let dst = b.addr_be[0].to_ne_bytes();
         let mut h = [
-            0x45, tos, (tot >> 8) as u8, tot as u8, 0, 0, 0, 0, 64, inner_proto, 0, 0, src[0],
-            src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+            0x45,
+            tos,
+            (tot >> 8) as u8,
+            tot as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            inner_proto,
+            0,
+            0,
+            src[0],
+            src[1],
+            src[2],
+            src[3],
+            dst[0],
+            dst[1],
+            dst[2],
+            dst[3],
         ];
         // SAFETY: `h` is a local 20-byte array.
         let c = csum_fold(unsafe { sum16(h.as_ptr(), 10) });
@@ -230,7 +248,10 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
     let v4 = pkt.key.family == FAMILY_V4;
     let (hdr_len, quote) = if v4 {
         let q = pkt.ihl + 8;
-        (Ipv4Hdr::LEN + 8, if q < pkt.ip_len { q } else { pkt.ip_len })
+        (
+            Ipv4Hdr::LEN + 8,
+            if q < pkt.ip_len { q } else { pkt.ip_len },
+        )
     } else {
         (
             Ipv6Hdr::LEN + 8,
@@ -269,8 +290,26 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
         let vip = pkt.key.dst_be[0].to_ne_bytes();
         let client = pkt.key.src_be[0].to_ne_bytes();
         let mut h = [
-            0x45, 0xc0, (tot >> 8) as u8, tot as u8, 0, 0, 0, 0, 64, PROTO_ICMP, 0, 0, vip[0],
-            vip[1], vip[2], vip[3], client[0], client[1], client[2], client[3],
+            0x45,
+            0xc0,
+            (tot >> 8) as u8,
+            tot as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            PROTO_ICMP,
+            0,
+            0,
+            vip[0],
+            vip[1],
+            vip[2],
+            vip[3],
+            client[0],
+            client[1],
+            client[2],
+            client[3],
         ];
         // SAFETY: local array.
         let c = csum_fold(unsafe { sum16(h.as_ptr(), 10) });

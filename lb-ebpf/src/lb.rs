@@ -13,7 +13,7 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, FlowKey, FragKey, Flow, PROTO_TCP,
+    BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, Flow, FlowKey, FragKey, PROTO_TCP,
     PROTO_UDP, RING_MAX, Service, ServiceKey, hash::flow_hash, reason, ring_index,
 };
 use network_types::{
@@ -126,7 +126,11 @@ fn config() -> Config {
 /// A non-VIP packet passes as `pass_not_vip`; one to a VIP we will not steer, as `why`.
 #[inline(always)]
 fn not_vip_or(key: &FlowKey, why: u32) -> u32 {
-    if is_vip(key) { why } else { reason::PASS_NOT_VIP }
+    if is_vip(key) {
+        why
+    } else {
+        reason::PASS_NOT_VIP
+    }
 }
 
 /// The controller marks every VIP with a service entry of proto ICMP/ICMPv6 and port 0.
@@ -440,7 +444,9 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Verdict {
         }
         return fwd::echo_reply(ctx, pkt);
     }
-    if (v4 && ty == ICMP_DEST_UNREACH) || (!v4 && (ty == ICMPV6_DEST_UNREACH || ty == ICMPV6_PKT_TOOBIG)) {
+    if (v4 && ty == ICMP_DEST_UNREACH)
+        || (!v4 && (ty == ICMPV6_DEST_UNREACH || ty == ICMPV6_PKT_TOOBIG))
+    {
         return icmp_error(ctx, pkt);
     }
     Err(reason::PASS_NOT_VIP)

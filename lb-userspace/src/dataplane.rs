@@ -118,7 +118,8 @@ where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path).with_context(|| format!("opening pinned map {}", path.display()))?;
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("opening pinned map {}", path.display()))?;
     let map = Map::from_map_data(data).with_context(|| format!("pinned map {name}"))?;
     T::try_from(map).with_context(|| format!("pinned map {name} has an unexpected type"))
 }
@@ -156,7 +157,9 @@ impl Maps {
 /// Pins every map `xdp_lb` uses (the sink counter is only for tests and benchmarks).
 fn pin_maps(ebpf: &Ebpf, dir: &Path) -> anyhow::Result<()> {
     for name in PINNED_MAPS {
-        let map = ebpf.map(name).with_context(|| format!("the XDP object has no map {name}"))?;
+        let map = ebpf
+            .map(name)
+            .with_context(|| format!("the XDP object has no map {name}"))?;
         map.pin(dir.join(name))
             .with_context(|| format!("pinning {name} in {}", dir.display()))?;
     }
@@ -218,11 +221,15 @@ pub fn test_run(prog: &Xdp, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
 }
 
 /// Pins `link` (from `take_link`) of an XDP program at `path`.
-pub fn pin_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, path: &Path) -> anyhow::Result<PinnedLink> {
+pub fn pin_link(
+    prog: &mut Xdp,
+    id: aya::programs::xdp::XdpLinkId,
+    path: &Path,
+) -> anyhow::Result<PinnedLink> {
     let link = prog.take_link(id).context("taking the XDP link")?;
-    let fd: FdLink = link
-        .try_into()
-        .context("this kernel attached XDP through netlink, not a bpf_link; pinning needs Linux >= 5.9")?;
+    let fd: FdLink = link.try_into().context(
+        "this kernel attached XDP through netlink, not a bpf_link; pinning needs Linux >= 5.9",
+    )?;
     fd.pin(path)
         .with_context(|| format!("pinning the XDP link at {}", path.display()))
 }
@@ -261,8 +268,12 @@ impl Dataplane {
             let maps = Maps::from_pins(&dir).context(
                 "adopting the pinned state of an earlier controller failed; remove it with `lb run --flush` or delete the pin directory",
             )?;
-            let link = PinnedLink::from_pin(dir.join("link")).context("opening the pinned XDP link")?;
-            log::info!("adopted pinned data plane in {} (hitless restart)", dir.display());
+            let link =
+                PinnedLink::from_pin(dir.join("link")).context("opening the pinned XDP link")?;
+            log::info!(
+                "adopted pinned data plane in {} (hitless restart)",
+                dir.display()
+            );
             return Ok(Self {
                 ebpf: None,
                 maps,
@@ -273,7 +284,8 @@ impl Dataplane {
         }
         if dir.exists() {
             // Maps without a link: a half-finished earlier start. Start clean.
-            fs::remove_dir_all(&dir).with_context(|| format!("removing stale {}", dir.display()))?;
+            fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing stale {}", dir.display()))?;
         }
         let mut ebpf = load_object(opts)?;
         let prog = load_program(&mut ebpf, lb_common::PROG_LB)?;
@@ -335,7 +347,10 @@ impl Dataplane {
 /// Mounts bpffs at [`BPFFS`] if nothing is mounted there.
 pub fn ensure_bpffs() -> anyhow::Result<()> {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf ")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf "))
+    {
         return Ok(());
     }
     let status = std::process::Command::new("mount")
@@ -343,15 +358,31 @@ pub fn ensure_bpffs() -> anyhow::Result<()> {
         .status()
         .context("running mount")?;
     if !status.success() {
-        bail!("bpffs is not mounted at {BPFFS} and mounting it failed: run `cargo xtask setup` as root");
+        bail!(
+            "bpffs is not mounted at {BPFFS} and mounting it failed: run `cargo xtask setup` as root"
+        );
     }
     Ok(())
+}
+
+/// Where [`attach_helper`] pins the sink counter of the link pinned at `pin`
+/// (bpffs refuses names with a dot, so a suffix rather than an extension).
+pub fn sink_pin(pin: &Path) -> PathBuf {
+    let name = pin
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    pin.with_file_name(format!("{name}_sink"))
 }
 
 /// Attaches one of the helper programs (`xdp_pass`, `xdp_decap`, `xdp_count`,
 /// `xdp_sink`, `xdp_tx`) to `iface` and pins its link at `pin`, so it stays attached
 /// after this process exits. Returns nothing to hold.
-pub fn attach_helper(prog_name: &str, iface: &str, mode: AttachMode, pin: &Path) -> anyhow::Result<()> {
+pub fn attach_helper(
+    prog_name: &str,
+    iface: &str,
+    mode: AttachMode,
+    pin: &Path,
+) -> anyhow::Result<()> {
     ensure_bpffs()?;
     let mut ebpf = load_object(&LoadOptions {
         conntrack_size: 1024,
@@ -367,8 +398,69 @@ pub fn attach_helper(prog_name: &str, iface: &str, mode: AttachMode, pin: &Path)
     pin_link(prog, id, pin)?;
     if prog_name == lb_common::PROG_SINK || prog_name == "xdp_count" {
         let sink = ebpf.map(MAP_SINK).context("no sink map")?;
-        sink.pin(pin.with_extension("sink"))
+        sink.pin(sink_pin(pin))
             .context("pinning the sink counter")?;
     }
     Ok(())
+}
+
+impl crate::reconcile::Store for Maps {
+    fn service(&self, key: &ServiceKey) -> anyhow::Result<Option<Service>> {
+        match self.services.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e).context("reading the services map"),
+        }
+    }
+    fn set_service(&mut self, key: &ServiceKey, svc: &Service) -> anyhow::Result<()> {
+        self.services
+            .insert(key, svc, 0)
+            .context("writing the services map")
+    }
+    fn remove_service(&mut self, key: &ServiceKey) -> anyhow::Result<()> {
+        match self.services.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("removing from the services map"),
+        }
+    }
+    fn service_keys(&self) -> anyhow::Result<Vec<ServiceKey>> {
+        self.services
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .context("listing the services map")
+    }
+    fn backend(&self, id: u32) -> anyhow::Result<Backend> {
+        self.backends
+            .get(&id, 0)
+            .context("reading the backends map")
+    }
+    fn set_backend(&mut self, id: u32, b: &Backend) -> anyhow::Result<()> {
+        self.backends
+            .set(id, b, 0)
+            .context("writing the backends map")
+    }
+    fn ring_slot(&self, idx: u32) -> anyhow::Result<u32> {
+        self.rings.get(&idx, 0).context("reading the rings map")
+    }
+    fn set_ring_slot(&mut self, idx: u32, backend: u32) -> anyhow::Result<()> {
+        self.rings
+            .set(idx, backend, 0)
+            .context("writing the rings map")
+    }
+    fn set_config(&mut self, c: &Config) -> anyhow::Result<()> {
+        self.config.set(0, c, 0).context("writing the config map")
+    }
+    fn set_tx_port(&mut self, port: u32, ifindex: u32) -> anyhow::Result<()> {
+        self.tx_ports
+            .set(port, ifindex, None, 0)
+            .context("writing the tx-port devmap")
+    }
+}
+
+impl Maps {
+    /// Entries in the connection table (walks the map: for status and metrics, not
+    /// for hot paths).
+    pub fn conntrack_len(&self) -> usize {
+        self.conntrack.keys().filter(Result::is_ok).count()
+    }
 }

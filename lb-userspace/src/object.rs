@@ -5,7 +5,10 @@
 pub fn bytes() -> anyhow::Result<&'static [u8]> {
     #[cfg(not(lb_no_ebpf))]
     {
-        Ok(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf")))
+        Ok(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/lb-ebpf"
+        )))
     }
     #[cfg(lb_no_ebpf)]
     {

@@ -13,6 +13,10 @@
 //! - [`Proc`]: a process spawned inside a namespace, killed on drop
 //! - [`bin_path`]: where the workspace's binaries were built
 //! - [`require_root`]: the one place that decides whether privileged tests can run
+//! - [`BpfPins`]: a bpffs directory for a test's pins, removed on drop
+//! - [`lbnet`]: a ready client / LB / backends topology with real servers and `lb run`
+
+pub mod lbnet;
 
 use std::{
     path::PathBuf,
@@ -74,12 +78,74 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// Runs `f` on a thread that has entered `ns`'s network namespace (only that thread
+/// moves), so in-process code such as the controller library can attach XDP programs to
+/// interfaces inside the namespace. File descriptors it opens stay usable afterwards.
+pub fn in_netns<T: Send>(ns: &Ns, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(format!("/run/netns/{}", ns.name()))
+        .with_context(|| format!("opening namespace {}", ns.name()))?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this thread only, with a namespace fd we just opened.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if r != 0 {
+                anyhow::bail!(
+                    "setns into {}: {}",
+                    ns.name(),
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in {} panicked", ns.name()))?
+    })
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A number unique within this process (for names).
+pub fn next_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A directory in bpffs for one test's pins; removed (unpinning everything in it,
+/// which detaches pinned links) on drop.
+pub struct BpfPins {
+    pub dir: PathBuf,
+}
+
+impl BpfPins {
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/{NS_PREFIX}-{}-{}-{tag}",
+            std::process::id(),
+            next_seq()
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "creating {} (is bpffs mounted? cargo xtask setup mounts it)",
+                dir.display()
+            )
+        })?;
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for BpfPins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// A namespace of a [`Topology`].
 #[derive(Clone, Debug)]
@@ -130,6 +196,15 @@ impl Ns {
         self.run(&args).map(drop)
     }
 
+    /// Computes checksums in software on `ifname`'s transmit path. A veth normally
+    /// hands the peer packets whose checksum is still to be filled in (CHECKSUM_PARTIAL);
+    /// that note is lost when an XDP program bounces the frame with XDP_TX, so the
+    /// receiver sees a bad checksum and drops it. A physical NIC fills checksums in
+    /// before the wire, so this only makes veth behave like one.
+    pub fn sw_checksums(&self, ifname: &str) -> anyhow::Result<()> {
+        self.run(&["ethtool", "-K", ifname, "tx", "off"]).map(drop)
+    }
+
     pub fn up(&self, ifname: &str) -> anyhow::Result<()> {
         self.run(&["ip", "link", "set", ifname, "up"]).map(drop)
     }
@@ -144,7 +219,8 @@ impl Ns {
     }
 
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.run(&["sysctl", "-qw", &format!("{key}={value}")]).map(drop)
+        self.run(&["sysctl", "-qw", &format!("{key}={value}")])
+            .map(drop)
     }
 
     /// MAC address of `ifname` as "aa:bb:...".
@@ -251,7 +327,7 @@ impl Topology {
         require_root();
         remove_leftovers();
         let pid = std::process::id();
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let seq = next_seq();
         Ok(Self {
             tag: format!("{NS_PREFIX}-{pid}-{seq}-{test}"),
             namespaces: Vec::new(),
@@ -281,13 +357,31 @@ impl Topology {
 
     /// A bridge `br` inside `ns`, up, with IPv6 DAD off and no STP delay.
     pub fn bridge(&mut self, ns: &Ns, br: &str) -> anyhow::Result<()> {
-        ns.run(&["ip", "link", "add", br, "type", "bridge", "forward_delay", "0", "stp_state", "0"])?;
+        ns.run(&[
+            "ip",
+            "link",
+            "add",
+            br,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
         ns.up(br)
     }
 
     /// Connects `ifname` of `ns` to `br` in `bridge_ns` through a new veth pair whose
     /// bridge-side end is called `port`.
-    pub fn plug(&mut self, ns: &Ns, ifname: &str, bridge_ns: &Ns, br: &str, port: &str) -> anyhow::Result<()> {
+    pub fn plug(
+        &mut self,
+        ns: &Ns,
+        ifname: &str,
+        bridge_ns: &Ns,
+        br: &str,
+        port: &str,
+    ) -> anyhow::Result<()> {
         self.veth(ns, ifname, bridge_ns, port)?;
         bridge_ns.run(&["ip", "link", "set", port, "master", br])?;
         Ok(())
@@ -326,23 +420,42 @@ fn kill_ns_pids(ns: &str) {
     }
 }
 
+/// Whether the PID embedded in a harness name (`lbt-<pid>-...`) is gone.
+fn creator_gone(name: &str) -> bool {
+    let mut parts = name.splitn(3, '-');
+    if parts.next() != Some(NS_PREFIX) {
+        return false;
+    }
+    let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only probes for existence.
+    unsafe { libc::kill(pid, 0) != 0 }
+}
+
+/// Removes bpffs pins (`lbt-*`, and controller pins `lb-lbt-*`) of dead test runs.
+fn remove_leftover_pins() {
+    let Ok(rd) = std::fs::read_dir("/sys/fs/bpf") else {
+        return;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let bare = name.strip_prefix("lb-").unwrap_or(&name);
+        if creator_gone(bare) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Removes namespaces of earlier runs whose creating process is gone.
 fn remove_leftovers() {
+    remove_leftover_pins();
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let mut parts = name.splitn(3, '-');
-        if parts.next() != Some(NS_PREFIX) {
-            continue;
-        }
-        let Some(pid) = parts.next().and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        // SAFETY: kill with signal 0 only probes for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
+        if creator_gone(name) {
             kill_ns_pids(name);
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }

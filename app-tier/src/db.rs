@@ -1,0 +1,257 @@
+//! Connection pools and read/write routing.
+//!
+//! [`Db`] owns one sqlx pool for the primary and one per replica. A request talks to it
+//! through a [`DbSession`], which enforces the routing rules:
+//!
+//! - writes always go to the primary, inside a transaction;
+//! - reads go to a replica (round-robin), unless this request has already written, in
+//!   which case they go to the primary so the request sees its own write (replication
+//!   is asynchronous);
+//! - a replica that cannot hand out a connection is skipped and the read falls back to
+//!   the primary (counted in `app_db_replica_fallbacks_total`).
+//!
+//! Failing fast: sqlx keeps retrying a refused connect until `acquire_timeout`. With a
+//! dead database that would hold every request for the full timeout, so each target has
+//! a small circuit breaker: after a connect failure it answers "unavailable" at once for
+//! `retry_interval_ms`, then lets requests try again. Recovery needs no restart: the
+//! pools discard broken connections (`test_before_acquire`) and open new ones.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::{MySql, Transaction};
+
+use crate::config::{ConfigError, DatabaseConfig};
+use crate::error::ApiError;
+use crate::metrics::{Metrics, PoolSample};
+
+/// One database server: its pool and its breaker.
+pub struct Target {
+    name: String,
+    pool: MySqlPool,
+    /// Milliseconds since `Db::epoch` until which this target is considered down.
+    down_until_ms: AtomicU64,
+}
+
+impl Target {
+    /// `primary`, `replica0`, ...
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sqlx pool (for migrations, seeding and tests).
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+}
+
+/// The primary, the replicas and the routing state.
+pub struct Db {
+    primary: Target,
+    replicas: Vec<Target>,
+    next_replica: AtomicUsize,
+    retry_interval: Duration,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds the driver options for `url`, with the separate password applied if set.
+pub fn connect_options(
+    config: &DatabaseConfig,
+    url: &crate::config::DbUrl,
+    key: &'static str,
+) -> Result<MySqlConnectOptions, ConfigError> {
+    let mut options = url.connect_options(key)?;
+    if let Some(password) = &config.password {
+        options = options.password(password.expose());
+    }
+    // sqlx logs every statement at debug and slow ones at warn; statements carry only
+    // `?` placeholders (values are bound), so no user data reaches the log either way.
+    Ok(options)
+}
+
+fn pool_options(config: &DatabaseConfig) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(config.min_connections)
+        .acquire_timeout(config.acquire_timeout())
+        .idle_timeout(Some(Duration::from_millis(config.idle_timeout_ms)))
+        // Ping before handing a connection out: after a database restart every pooled
+        // connection is dead, and this is what lets the server recover by itself.
+        .test_before_acquire(true)
+}
+
+impl Db {
+    /// Creates the pools without connecting: the server can start (and answer 503 with
+    /// `/readyz` failing) while a database is still down.
+    pub fn connect_lazy(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Db, ConfigError> {
+        let primary = Target {
+            name: "primary".into(),
+            pool: pool_options(config).connect_lazy_with(connect_options(
+                config,
+                &config.url,
+                "database.url",
+            )?),
+            down_until_ms: AtomicU64::new(0),
+        };
+        let replicas = config
+            .replica_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                Ok(Target {
+                    name: format!("replica{i}"),
+                    pool: pool_options(config).connect_lazy_with(connect_options(
+                        config,
+                        url,
+                        "database.replica_urls",
+                    )?),
+                    down_until_ms: AtomicU64::new(0),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(Db {
+            primary,
+            replicas,
+            next_replica: AtomicUsize::new(0),
+            retry_interval: Duration::from_millis(config.retry_interval_ms),
+            epoch: Instant::now(),
+            metrics,
+        })
+    }
+
+    /// The primary's pool.
+    pub fn primary(&self) -> &MySqlPool {
+        &self.primary.pool
+    }
+
+    /// The replicas, in configuration order.
+    pub fn replicas(&self) -> &[Target] {
+        &self.replicas
+    }
+
+    /// Opens a routing session for one request.
+    pub fn session(self: &Arc<Self>) -> DbSession {
+        DbSession {
+            db: Arc::clone(self),
+            wrote: false,
+        }
+    }
+
+    /// Occupancy of every pool, for `/metrics`.
+    pub fn pool_samples(&self) -> Vec<PoolSample> {
+        std::iter::once(&self.primary)
+            .chain(&self.replicas)
+            .map(|t| PoolSample {
+                target: t.name.clone(),
+                size: t.pool.size(),
+                idle: u32::try_from(t.pool.num_idle()).unwrap_or(u32::MAX),
+                max: t.pool.options().get_max_connections(),
+            })
+            .collect()
+    }
+
+    /// Closes every pool (waits for connections in use to come back).
+    pub async fn close(&self) {
+        self.primary.pool.close().await;
+        for r in &self.replicas {
+            r.pool.close().await;
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A connection from `target`, honouring its breaker.
+    async fn acquire_from(&self, target: &Target) -> Result<PoolConnection<MySql>, ApiError> {
+        if self.now_ms() < target.down_until_ms.load(Ordering::Relaxed) {
+            return Err(ApiError::DatabaseUnavailable {
+                detail: format!("{} marked down after a recent failure", target.name),
+            });
+        }
+        match target.pool.acquire().await {
+            Ok(conn) => {
+                target.down_until_ms.store(0, Ordering::Relaxed);
+                self.metrics.observe_acquire(&target.name);
+                Ok(conn)
+            }
+            Err(e) => {
+                let err = ApiError::from(e);
+                if err.is_unavailable() {
+                    let until = self.now_ms()
+                        + u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX);
+                    target.down_until_ms.store(until, Ordering::Relaxed);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// A primary connection; counts the refusal when the primary is down.
+    async fn acquire_primary(&self) -> Result<PoolConnection<MySql>, ApiError> {
+        let result = self.acquire_from(&self.primary).await;
+        if let Err(e) = &result
+            && e.is_unavailable()
+        {
+            self.metrics.observe_db_unavailable();
+        }
+        result
+    }
+
+    /// A connection for reading: a replica if one is up, else the primary.
+    async fn acquire_replica_or_primary(&self) -> Result<PoolConnection<MySql>, ApiError> {
+        let n = self.replicas.len();
+        if n > 0 {
+            let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
+            for i in 0..n {
+                let target = &self.replicas[(start + i) % n];
+                match self.acquire_from(target).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        log::warn!(target: "app_tier::db", "replica={} unavailable, trying next: {e}", target.name)
+                    }
+                }
+            }
+            self.metrics.observe_replica_fallback();
+        }
+        self.acquire_primary().await
+    }
+
+    /// Pings the primary (for `/readyz`).
+    pub async fn ping_primary(&self) -> Result<(), ApiError> {
+        let mut conn = self.acquire_primary().await?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+/// One request's view of the database; see the module docs for the routing rules.
+pub struct DbSession {
+    db: Arc<Db>,
+    wrote: bool,
+}
+
+impl DbSession {
+    /// A connection for reads: a replica, or the primary once this request has written.
+    pub async fn read(&mut self) -> Result<PoolConnection<MySql>, ApiError> {
+        if self.wrote {
+            self.db.acquire_primary().await
+        } else {
+            self.db.acquire_replica_or_primary().await
+        }
+    }
+
+    /// A transaction on the primary. Everything read through this session afterwards
+    /// also comes from the primary.
+    pub async fn begin(&mut self) -> Result<Transaction<'static, MySql>, ApiError> {
+        self.wrote = true;
+        let conn = self.db.acquire_primary().await?;
+        // `Transaction::begin` on an owned pool connection gives a `'static` transaction
+        // that returns the connection to the pool (rolled back if not committed) on drop.
+        Ok(Transaction::begin(conn, None).await?)
+    }
+}

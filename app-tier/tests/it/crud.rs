@@ -1,0 +1,680 @@
+//! Every endpoint's success and error paths.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::common::shared_app;
+
+#[tokio::test]
+async fn status_and_stats_count_each_kind() {
+    let app = shared_app().await;
+    assert_eq!(
+        app.get("/api/v1/status").await,
+        (StatusCode::OK, json!({"status": "OK"}))
+    );
+    let (s, v) = app.get("/api/v1/stats").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"amenities": 0, "cities": 0, "places": 0, "reviews": 0, "states": 0, "users": 0})
+    );
+    let st = app
+        .create("/api/v1/states", json!({"name": "Oregon"}))
+        .await;
+    app.create(
+        &format!("/api/v1/states/{st}/cities"),
+        json!({"name": "Portland"}),
+    )
+    .await;
+    app.create("/api/v1/amenities", json!({"name": "Wifi"}))
+        .await;
+    let (_, v) = app.get("/api/v1/stats").await;
+    assert_eq!(v["states"], 1);
+    assert_eq!(v["cities"], 1);
+    assert_eq!(v["amenities"], 1);
+    assert_eq!(v["places"], 0);
+}
+
+#[tokio::test]
+async fn states_crud_roundtrip() {
+    let app = shared_app().await;
+    let (s, created) = app
+        .post(
+            "/api/v1/states",
+            json!({"name": "  California ", "id": "ignored"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_ne!(id, "ignored", "client-supplied ids are ignored");
+    assert_eq!(created["name"], "California", "names are trimmed");
+    assert_eq!(created["__class__"], "State");
+    assert!(created["created_at"].as_str().unwrap().contains('T'));
+
+    let (s, got) = app.get(&format!("/api/v1/states/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got, created);
+
+    let (s, list) = app.get("/api/v1/states").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list, json!([created.clone()]));
+
+    let (s, updated) = app
+        .put(
+            &format!("/api/v1/states/{id}"),
+            json!({"name": "Cali", "created_at": "x"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    assert_eq!(updated["name"], "Cali");
+    assert_eq!(
+        updated["created_at"], created["created_at"],
+        "created_at is not client-settable"
+    );
+
+    // An empty update changes nothing but still answers the row.
+    let (s, same) = app.put(&format!("/api/v1/states/{id}"), json!({})).await;
+    assert_eq!((s, &same["name"]), (StatusCode::OK, &json!("Cali")));
+
+    assert_eq!(
+        app.delete(&format!("/api/v1/states/{id}")).await,
+        (StatusCode::OK, json!({}))
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/states/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/states/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.put(&format!("/api/v1/states/{id}"), json!({"name": "x"}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn duplicates_are_409() {
+    let app = shared_app().await;
+    let a = app.create("/api/v1/states", json!({"name": "Texas"})).await;
+    let (s, v) = app.post("/api/v1/states", json!({"name": "Texas"})).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].is_string());
+    // Case-insensitive collation: "texas" is the same state.
+    assert_eq!(
+        app.post("/api/v1/states", json!({"name": "texas"})).await.0,
+        StatusCode::CONFLICT
+    );
+    // Renaming onto a taken name is a conflict too.
+    let b = app.create("/api/v1/states", json!({"name": "Utah"})).await;
+    assert_eq!(
+        app.put(&format!("/api/v1/states/{b}"), json!({"name": "Texas"}))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    // Same city name in two states is fine; twice in one state is not.
+    app.create(
+        &format!("/api/v1/states/{a}/cities"),
+        json!({"name": "Springfield"}),
+    )
+    .await;
+    app.create(
+        &format!("/api/v1/states/{b}/cities"),
+        json!({"name": "Springfield"}),
+    )
+    .await;
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/states/{a}/cities"),
+            json!({"name": "Springfield"})
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    app.create("/api/v1/amenities", json!({"name": "Sauna"}))
+        .await;
+    assert_eq!(
+        app.post("/api/v1/amenities", json!({"name": "Sauna"}))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn cities_live_under_states_and_cascade() {
+    let app = shared_app().await;
+    let st = app
+        .create("/api/v1/states", json!({"name": "Nevada"}))
+        .await;
+    let (s, city) = app
+        .post(
+            &format!("/api/v1/states/{st}/cities"),
+            json!({"name": "Reno", "state_id": "bogus"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        city["state_id"], st,
+        "the parent comes from the path, not the body"
+    );
+    let cid = city["id"].as_str().unwrap();
+
+    let (s, list) = app.get(&format!("/api/v1/states/{st}/cities")).await;
+    assert_eq!((s, list.as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        app.get("/api/v1/cities").await.1.as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/cities/{cid}")).await.1["name"],
+        "Reno"
+    );
+    assert_eq!(
+        app.put(
+            &format!("/api/v1/cities/{cid}"),
+            json!({"name": "Las Vegas"})
+        )
+        .await
+        .1["name"],
+        "Las Vegas"
+    );
+
+    assert_eq!(
+        app.get("/api/v1/states/nope/cities").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.post("/api/v1/states/nope/cities", json!({"name": "X"}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // Cities are created under a state only.
+    assert_eq!(
+        app.post("/api/v1/cities", json!({"name": "X"})).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    assert_eq!(
+        app.delete(&format!("/api/v1/states/{st}")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/cities/{cid}")).await.0,
+        StatusCode::NOT_FOUND,
+        "cascade"
+    );
+}
+
+#[tokio::test]
+async fn users_never_expose_passwords_and_store_them_hashed() {
+    let app = shared_app().await;
+    let (s, u) = app
+        .post(
+            "/api/v1/users",
+            json!({"email": "a@b.c", "password": "hunter2", "first_name": "Ann"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    assert!(u.get("password").is_none(), "{u}");
+    assert_eq!(u["last_name"], json!(null));
+    let id = u["id"].as_str().unwrap();
+    let stored: String = sqlx::query_scalar("SELECT password FROM users WHERE id = ?")
+        .bind(id)
+        .fetch_one(app.state.db.primary())
+        .await
+        .unwrap();
+    assert!(!stored.contains("hunter2"));
+    assert!(app_tier::model::verify_password("hunter2", &stored));
+
+    assert_eq!(
+        app.post("/api/v1/users", json!({"email": "a@b.c", "password": "x"}))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    let (s, v) = app
+        .put(
+            &format!("/api/v1/users/{id}"),
+            json!({"email": "new@b.c", "last_name": "Lee", "password": "new"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (v["email"].as_str(), v["last_name"].as_str()),
+        (Some("a@b.c"), Some("Lee"))
+    );
+    assert!(v.get("password").is_none());
+    let stored: String = sqlx::query_scalar("SELECT password FROM users WHERE id = ?")
+        .bind(id)
+        .fetch_one(app.state.db.primary())
+        .await
+        .unwrap();
+    assert!(app_tier::model::verify_password("new", &stored));
+    let (_, list) = app.get("/api/v1/users").await;
+    assert!(list[0].get("password").is_none());
+    assert_eq!(
+        app.delete(&format!("/api/v1/users/{id}")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn places_and_reviews() {
+    let app = shared_app().await;
+    let st = app
+        .create("/api/v1/states", json!({"name": "Oregon"}))
+        .await;
+    let city = app
+        .create(
+            &format!("/api/v1/states/{st}/cities"),
+            json!({"name": "Bend"}),
+        )
+        .await;
+    let user = app
+        .create("/api/v1/users", json!({"email": "o@x.y", "password": "p"}))
+        .await;
+    let wifi = app
+        .create("/api/v1/amenities", json!({"name": "Wifi"}))
+        .await;
+
+    let (s, p) = app
+        .post(
+            &format!("/api/v1/cities/{city}/places"),
+            json!({"user_id": user, "name": "Cabin", "number_rooms": 2, "latitude": 44.05,
+                   "longitude": -121.3, "price_by_night": 90, "amenity_ids": [wifi]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(
+        (p["city_id"].as_str(), p["number_rooms"].as_i64()),
+        (Some(city.as_str()), Some(2))
+    );
+    assert_eq!(p["max_guest"], 0, "defaults apply");
+    assert_eq!(p["description"], json!(null));
+    let place = p["id"].as_str().unwrap().to_string();
+    let (_, links) = app.get(&format!("/api/v1/places/{place}/amenities")).await;
+    assert_eq!(
+        links[0]["id"], wifi,
+        "amenity_ids linked in the same transaction"
+    );
+
+    // Broken references in the body are 422 and name the field; unknown parents are 404.
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/cities/{city}/places"),
+            json!({"user_id": "ghost", "name": "X"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("user_id"))
+    );
+    let before = app.counts().await;
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/cities/{city}/places"),
+            json!({"user_id": user, "name": "Y", "amenity_ids": [wifi, "ghost"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("amenity_ids"))
+    );
+    assert_eq!(
+        app.counts().await,
+        before,
+        "the place was rolled back with its links"
+    );
+    assert_eq!(
+        app.post(
+            "/api/v1/cities/ghost/places",
+            json!({"user_id": user, "name": "X"})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (s, v) = app
+        .put(
+            &format!("/api/v1/places/{place}"),
+            json!({"description": "By the river", "user_id": "ignored", "max_guest": 4}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["description"].as_str(), v["max_guest"].as_i64()),
+        (Some("By the river"), Some(4))
+    );
+    assert_eq!(v["user_id"], user.as_str());
+    assert_eq!(
+        app.get(&format!("/api/v1/cities/{city}/places"))
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.get("/api/v1/cities/ghost/places").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let rv = app
+        .create(
+            &format!("/api/v1/places/{place}/reviews"),
+            json!({"user_id": user, "text": "Cozy"}),
+        )
+        .await;
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/places/{place}/reviews"),
+            json!({"user_id": "ghost", "text": "x"})
+        )
+        .await
+        .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        app.post(
+            "/api/v1/places/ghost/reviews",
+            json!({"user_id": user, "text": "x"})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, list) = app.get(&format!("/api/v1/places/{place}/reviews")).await;
+    assert_eq!(
+        (s, list[0]["text"].as_str()),
+        (StatusCode::OK, Some("Cozy"))
+    );
+    assert_eq!(
+        app.get("/api/v1/places/ghost/reviews").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.put(
+            &format!("/api/v1/reviews/{rv}"),
+            json!({"text": "Very cozy"})
+        )
+        .await
+        .1["text"],
+        "Very cozy"
+    );
+    assert_eq!(
+        app.get("/api/v1/reviews").await.1.as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        app.get("/api/v1/places").await.1.as_array().unwrap().len(),
+        1
+    );
+
+    // Deleting the owner deletes their places, and with them the reviews and links.
+    assert_eq!(
+        app.delete(&format!("/api/v1/users/{user}")).await.0,
+        StatusCode::OK
+    );
+    let after = app.counts().await;
+    assert_eq!(
+        (after["places"], after["reviews"], after["place_amenity"]),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/reviews/{rv}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn amenity_links() {
+    let app = shared_app().await;
+    let st = app.create("/api/v1/states", json!({"name": "Idaho"})).await;
+    let city = app
+        .create(
+            &format!("/api/v1/states/{st}/cities"),
+            json!({"name": "Boise"}),
+        )
+        .await;
+    let user = app
+        .create("/api/v1/users", json!({"email": "i@x.y", "password": "p"}))
+        .await;
+    let place = app
+        .create(
+            &format!("/api/v1/cities/{city}/places"),
+            json!({"user_id": user, "name": "Barn"}),
+        )
+        .await;
+    let pool = app
+        .create("/api/v1/amenities", json!({"name": "Pool"}))
+        .await;
+    let link = format!("/api/v1/places/{place}/amenities/{pool}");
+
+    let (s, v) = app.post(&link, json!({})).await;
+    assert_eq!(
+        (s, v["id"].as_str()),
+        (StatusCode::CREATED, Some(pool.as_str()))
+    );
+    assert_eq!(
+        app.post(&link, json!({})).await.0,
+        StatusCode::OK,
+        "already linked"
+    );
+    let (s, list) = app.get(&format!("/api/v1/places/{place}/amenities")).await;
+    assert_eq!((s, list.as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        app.post(
+            &format!("/api/v1/places/{place}/amenities/ghost"),
+            json!({})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.post(&format!("/api/v1/places/ghost/amenities/{pool}"), json!({}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/api/v1/places/ghost/amenities").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.delete(&link).await, (StatusCode::OK, json!({})));
+    assert_eq!(
+        app.delete(&link).await.0,
+        StatusCode::NOT_FOUND,
+        "no longer linked"
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/amenities/{pool}")).await.1["name"],
+        "Pool"
+    );
+    assert_eq!(
+        app.put(
+            &format!("/api/v1/amenities/{pool}"),
+            json!({"name": "Hot tub"})
+        )
+        .await
+        .1["name"],
+        "Hot tub"
+    );
+    assert_eq!(
+        app.delete(&format!("/api/v1/amenities/{pool}")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn places_search_filters_by_states_cities_and_amenities() {
+    let app = shared_app().await;
+    let user = app
+        .create("/api/v1/users", json!({"email": "s@x.y", "password": "p"}))
+        .await;
+    let ca = app.create("/api/v1/states", json!({"name": "CA"})).await;
+    let az = app.create("/api/v1/states", json!({"name": "AZ"})).await;
+    let sf = app
+        .create(
+            &format!("/api/v1/states/{ca}/cities"),
+            json!({"name": "SF"}),
+        )
+        .await;
+    let la = app
+        .create(
+            &format!("/api/v1/states/{ca}/cities"),
+            json!({"name": "LA"}),
+        )
+        .await;
+    let phx = app
+        .create(
+            &format!("/api/v1/states/{az}/cities"),
+            json!({"name": "PHX"}),
+        )
+        .await;
+    let wifi = app
+        .create("/api/v1/amenities", json!({"name": "Wifi"}))
+        .await;
+    let pool = app
+        .create("/api/v1/amenities", json!({"name": "Pool"}))
+        .await;
+    let mk = |city: String, name: &'static str, amenities: Vec<String>| {
+        let app = &app;
+        let user = user.clone();
+        async move {
+            app.create(
+                &format!("/api/v1/cities/{city}/places"),
+                json!({"user_id": user, "name": name, "amenity_ids": amenities}),
+            )
+            .await
+        }
+    };
+    mk(sf.clone(), "sf-wifi", vec![wifi.clone()]).await;
+    mk(la.clone(), "la-both", vec![wifi.clone(), pool.clone()]).await;
+    mk(phx.clone(), "phx-pool", vec![pool.clone()]).await;
+
+    let names = |v: serde_json::Value| {
+        let mut n: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let search = |body: serde_json::Value| {
+        let app = &app;
+        async move {
+            let (s, v) = app.post("/api/v1/places_search", body.clone()).await;
+            assert_eq!(s, StatusCode::OK, "{body}: {v}");
+            v
+        }
+    };
+    assert_eq!(
+        names(search(json!({})).await),
+        ["la-both", "phx-pool", "sf-wifi"]
+    );
+    assert_eq!(
+        names(search(json!({"states": [ca]})).await),
+        ["la-both", "sf-wifi"]
+    );
+    assert_eq!(
+        names(search(json!({"states": [az], "cities": [sf]})).await),
+        ["phx-pool", "sf-wifi"]
+    );
+    assert_eq!(
+        names(search(json!({"amenities": [wifi]})).await),
+        ["la-both", "sf-wifi"]
+    );
+    assert_eq!(
+        names(search(json!({"amenities": [wifi, pool]})).await),
+        ["la-both"]
+    );
+    assert_eq!(
+        names(search(json!({"states": [ca], "amenities": [pool]})).await),
+        ["la-both"]
+    );
+    assert_eq!(
+        names(search(json!({"cities": ["ghost"]})).await),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        names(search(json!({"amenities": ["ghost"]})).await),
+        Vec::<String>::new()
+    );
+    let (s, v) = app
+        .post("/api/v1/places_search", json!({"states": "CA"}))
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("states"))
+    );
+    let (s, v) = app
+        .post("/api/v1/places_search?per_page=1&page=2", json!({}))
+        .await;
+    assert_eq!((s, v.as_array().unwrap().len()), (StatusCode::OK, 1));
+}
+
+#[tokio::test]
+async fn pagination_walks_every_row_once() {
+    let app = shared_app().await;
+    for i in 0..7 {
+        app.create("/api/v1/amenities", json!({"name": format!("a{i}")}))
+            .await;
+    }
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let r = app
+            .raw(
+                "GET",
+                &format!("/api/v1/amenities?per_page=3&page={page}"),
+                vec![],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.headers["x-total-count"], "7");
+        assert_eq!(r.headers["x-per-page"], "3");
+        let items = r.json();
+        assert_eq!(
+            items.as_array().unwrap().len(),
+            if page < 3 { 3 } else { 1 }
+        );
+        seen.extend(
+            items
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_string()),
+        );
+    }
+    let mut dedup = seen.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), 7, "{seen:?}");
+    assert_eq!(
+        app.get("/api/v1/amenities?page=9").await,
+        (StatusCode::OK, json!([]))
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_are_json_404() {
+    let app = shared_app().await;
+    let (s, v) = app.get("/api/v1/nope").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("Not found"))
+    );
+    assert_eq!(app.get("/").await.0, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,645 @@
+//! `lb run`: the controller daemon.
+//!
+//! Attaches (or adopts) the data plane, applies the config, runs health checks, the
+//! admin socket, the Prometheus endpoint and VRRP failover, and reacts to:
+//! - health transitions: rebuild the affected rings;
+//! - SIGHUP or `lb reload`: re-read the file; a bad file is rejected whole and the
+//!   running config stays;
+//! - SIGTERM/SIGINT: clean shutdown (detach and unpin unless `--keep-pins`);
+//! - `kill -9`: nothing to do: the pinned link keeps forwarding, and the next `lb run`
+//!   adopts the pins without flushing rings or the connection table.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    net::UnixListener,
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    config::{Config, parse_mac},
+    dataplane::{AttachMode, Dataplane, LoadOptions, sum},
+    health,
+    reconcile::{AdminState, Reconciler, Runtime},
+};
+
+/// Options of `lb run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub xdp_mode: Option<AttachMode>,
+    /// Leave the data plane attached and pinned on a clean shutdown.
+    pub keep_pins: bool,
+}
+
+/// Everything the admin API and metrics read, behind one lock.
+pub struct State {
+    pub cfg: Config,
+    pub path: PathBuf,
+    pub rt: Runtime,
+    pub rec: Reconciler,
+    pub dp: Dataplane,
+    pub checks: Option<health::Checks>,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub vrrp: Option<crate::vrrp::Tracker>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// Admin requests (one JSON object per line on the Unix socket).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Drain { backend: IpAddr },
+    Enable { backend: IpAddr },
+    Weight { backend: IpAddr, weight: u32 },
+    Reload,
+}
+
+/// Resolves backend MACs: from the config, else from the neighbour table after
+/// provoking resolution with a datagram to the discard port.
+pub async fn resolve_macs(cfg: &Config) -> anyhow::Result<BTreeMap<IpAddr, [u8; 6]>> {
+    let mut out = BTreeMap::new();
+    for s in cfg.services() {
+        for b in &s.backends {
+            if out.contains_key(&b.address) {
+                continue;
+            }
+            if let Some(m) = b.mac.as_deref().and_then(parse_mac) {
+                out.insert(b.address, m);
+                continue;
+            }
+            out.insert(b.address, neighbour_mac(b.address).await?);
+        }
+    }
+    Ok(out)
+}
+
+async fn neighbour_mac(addr: IpAddr) -> anyhow::Result<[u8; 6]> {
+    for _ in 0..50 {
+        let out = tokio::process::Command::new("ip")
+            .args(["neigh", "show", "to", &addr.to_string()])
+            .output()
+            .await
+            .context("running ip neigh")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        if words.any(|w| w == "lladdr")
+            && let Some(mac) = words.next().and_then(parse_mac)
+        {
+            return Ok(mac);
+        }
+        // Make the kernel resolve it: any datagram to the address will do.
+        let bind: IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        if let Ok(sock) = tokio::net::UdpSocket::bind((bind, 0)).await {
+            let _ = sock.send_to(b"arp", (addr, 9)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "could not resolve the MAC of backend {addr}: set `mac` in the config or check that it is on-link"
+    )
+}
+
+fn ifindexes(cfg: &Config) -> anyhow::Result<BTreeMap<String, u32>> {
+    let mut out = BTreeMap::new();
+    for s in cfg.services() {
+        for b in &s.backends {
+            if let Some(ifname) = &b.interface
+                && !out.contains_key(ifname)
+            {
+                let c = std::ffi::CString::new(ifname.as_str()).context("interface name")?;
+                // SAFETY: if_nametoindex reads a NUL-terminated string.
+                let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+                if idx == 0 {
+                    bail!("interface {ifname} (backend {}) does not exist", b.address);
+                }
+                out.insert(ifname.clone(), idx);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
+    let mut cfg = Config::load(path)?;
+    if let Some(m) = opts.xdp_mode {
+        cfg.xdp_mode = m;
+    }
+    let mut rt = Runtime {
+        macs: resolve_macs(&cfg).await?,
+        ifindex: ifindexes(&cfg)?,
+        ..Runtime::default()
+    };
+    rt.down.clear();
+    let mut dp = Dataplane::attach_or_adopt(
+        &cfg.instance,
+        &cfg.interface,
+        cfg.xdp_mode,
+        &LoadOptions {
+            conntrack_size: cfg.conntrack_size,
+            max_services: lb_common::MAX_SERVICES,
+        },
+    )?;
+    let mut rec = Reconciler::default();
+    if dp.adopted {
+        rec.adopt(&dp.maps, &cfg)
+            .context("reading the adopted data plane")?;
+    }
+    let n = rec.apply(&mut dp.maps, &cfg, &rt)?;
+    log::info!(
+        "{} on {} ({:?}): {} services, {n} rings written{}",
+        cfg.instance,
+        cfg.interface,
+        cfg.xdp_mode,
+        cfg.services.len(),
+        if dp.adopted {
+            ", adopted pinned state"
+        } else {
+            ""
+        }
+    );
+    let (htx, mut hrx) = mpsc::channel(64);
+    let checks = health::start(&cfg, htx.clone());
+    let socket = cfg.admin_socket();
+    let metrics_addr = cfg.metrics;
+    let failover = cfg.failover.clone();
+    let state: Shared = Arc::new(Mutex::new(State {
+        cfg,
+        path: path.to_owned(),
+        rt,
+        rec,
+        dp,
+        checks: Some(checks),
+        reloads: 0,
+        reload_failures: 0,
+        vrrp: None,
+    }));
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut vrrp_task = None;
+    if let Some(vc) = failover {
+        let tracker = crate::vrrp::Tracker::new();
+        tracker.set_xdp_attached(true);
+        tracker.set_healthy_backends(true);
+        let mut rx = shutdown_rx.clone();
+        lock(&state).vrrp = Some(tracker.clone());
+        // VRRP gets a thread and a runtime of its own: adverts and takeover timers
+        // must not wait behind ring rebuilds or admin requests on the main runtime.
+        vrrp_task = Some(
+            std::thread::Builder::new()
+                .name("vrrp".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => return log::error!("VRRP runtime: {e}"),
+                    };
+                    rt.block_on(async move {
+                        if let Err(e) = crate::vrrp::run(vc, tracker, async move {
+                            let _ = rx.wait_for(|s| *s).await;
+                        })
+                        .await
+                        {
+                            log::error!("VRRP: {e:#}");
+                        }
+                    });
+                })
+                .context("starting the VRRP thread")?,
+        );
+        track_backends(&lock(&state));
+    }
+
+    let admin = tokio::spawn(admin_server(socket.clone(), state.clone(), htx.clone()));
+    let metrics = tokio::spawn(metrics_server(metrics_addr, state.clone()));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            Some(t) = hrx.recv() => {
+                let mut st = lock(&state);
+                if t.up { st.rt.down.remove(&t.address); } else { st.rt.down.insert(t.address); }
+                if let Err(e) = apply(&mut st) {
+                    log::error!("applying health change of {}: {e:#}", t.address);
+                }
+            }
+            _ = hup.recv() => {
+                if let Err(e) = reload(&state, &htx).await {
+                    log::error!("reload rejected, the running config stays: {e:#}");
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    log::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    if let Some(t) = vrrp_task {
+        // VRRP sends priority 0 and removes the VIPs before we detach.
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    admin.abort();
+    metrics.abort();
+    // Aborted tasks release their share of the state once awaited.
+    let _ = admin.await;
+    let _ = metrics.await;
+    let _ = std::fs::remove_file(&socket);
+    let st = Arc::try_unwrap(state)
+        .map_err(|_| anyhow::anyhow!("state still shared at shutdown"))?
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
+    drop(st.checks);
+    st.dp.shutdown(opts.keep_pins)
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn apply(st: &mut State) -> anyhow::Result<usize> {
+    let State {
+        cfg, rt, rec, dp, ..
+    } = st;
+    let n = rec.apply(&mut dp.maps, cfg, rt)?;
+    track_backends(st);
+    Ok(n)
+}
+
+/// Tells VRRP whether every service still has a backend to send to (used when the
+/// failover section sets `fault_on_no_backend`).
+fn track_backends(st: &State) {
+    if let Some(t) = &st.vrrp {
+        let all = st
+            .cfg
+            .services()
+            .all(|s| s.backends.iter().any(|b| st.rt.effective_weight(b) > 0));
+        t.set_healthy_backends(all);
+    }
+}
+
+/// Re-reads the config; applies it only if all of it is valid.
+async fn reload(state: &Shared, htx: &mpsc::Sender<health::Transition>) -> anyhow::Result<()> {
+    let path = lock(state).path.clone();
+    let result = async {
+        let new = Config::load(&path)?;
+        let macs = resolve_macs(&new).await?;
+        let ifindex = ifindexes(&new)?;
+        Ok::<_, anyhow::Error>((new, macs, ifindex))
+    }
+    .await;
+    let mut st = lock(state);
+    let (mut new, macs, ifindex) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            st.reload_failures += 1;
+            return Err(e);
+        }
+    };
+    if new.interface != st.cfg.interface || new.instance != st.cfg.instance {
+        st.reload_failures += 1;
+        bail!("interface and instance cannot change on reload; restart the controller");
+    }
+    new.xdp_mode = st.cfg.xdp_mode;
+    let old = std::mem::replace(&mut st.cfg, new);
+    let old_rt = st.rt.clone();
+    st.rt.macs = macs;
+    st.rt.ifindex = ifindex;
+    if let Err(e) = apply(&mut st) {
+        // Put the old config back (and re-apply it) rather than run half of each.
+        st.cfg = old;
+        st.rt = old_rt;
+        let _ = apply(&mut st);
+        st.reload_failures += 1;
+        return Err(e);
+    }
+    st.reloads += 1;
+    st.checks = None;
+    st.checks = Some(health::start(&st.cfg, htx.clone()));
+    log::info!("reloaded {}", path.display());
+    Ok(())
+}
+
+async fn admin_server(path: PathBuf, state: Shared, htx: mpsc::Sender<health::Transition>) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("admin socket {}: {e}", path.display());
+            return;
+        }
+    };
+    loop {
+        let Ok((conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        let htx = htx.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = conn.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let reply = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => handle(&state, &htx, req).await,
+                    Err(e) => {
+                        serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                    }
+                };
+                let mut out = reply.to_string();
+                out.push('\n');
+                if w.write_all(out.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn handle(
+    state: &Shared,
+    htx: &mpsc::Sender<health::Transition>,
+    req: Request,
+) -> serde_json::Value {
+    let err = |e: anyhow::Error| serde_json::json!({"ok": false, "error": format!("{e:#}")});
+    match req {
+        Request::Status => match status(&lock(state)) {
+            Ok(s) => serde_json::json!({"ok": true, "status": s}),
+            Err(e) => err(e),
+        },
+        Request::Reload => match reload(state, htx).await {
+            Ok(()) => serde_json::json!({"ok": true}),
+            Err(e) => err(e),
+        },
+        Request::Drain { backend }
+        | Request::Enable { backend }
+        | Request::Weight { backend, .. } => {
+            let mut st = lock(state);
+            if !st
+                .cfg
+                .services()
+                .any(|s| s.backends.iter().any(|b| b.address == backend))
+            {
+                return err(anyhow::anyhow!("no backend {backend} in the config"));
+            }
+            let before = st.rt.admin.get(&backend).copied();
+            match req {
+                Request::Drain { .. } => {
+                    st.rt.admin.insert(backend, AdminState::Drained);
+                }
+                Request::Enable { .. } => {
+                    st.rt.admin.remove(&backend);
+                }
+                Request::Weight { weight, .. } => {
+                    if weight > 1_000_000 {
+                        return err(anyhow::anyhow!("weight must be at most 1000000"));
+                    }
+                    st.rt.admin.insert(backend, AdminState::Weight(weight));
+                }
+                _ => {}
+            }
+            match apply(&mut st) {
+                Ok(n) => serde_json::json!({"ok": true, "rings_rewritten": n}),
+                Err(e) => {
+                    match before {
+                        Some(b) => st.rt.admin.insert(backend, b),
+                        None => st.rt.admin.remove(&backend),
+                    };
+                    let _ = apply(&mut st);
+                    err(e)
+                }
+            }
+        }
+    }
+}
+
+/// The status document `lb status --json` prints and the metrics are built from.
+pub fn status(st: &State) -> anyhow::Result<serde_json::Value> {
+    let maps = &st.dp.maps;
+    let mut services = Vec::new();
+    for s in st.cfg.services() {
+        let (id, _) = st
+            .rec
+            .service_ids
+            .get(&s.name)
+            .copied()
+            .context("service without id")?;
+        let c = sum(&maps.stats_service.get(&id, 0)?);
+        let ring = st.rec.ring(id).unwrap_or(&[]);
+        let mut backends = Vec::new();
+        for b in &s.backends {
+            let bid = st.rec.backend_ids.get(&b.address).copied().unwrap_or(0);
+            let bc = sum(&maps.stats_backend.get(&bid, 0)?);
+            let checks = st.checks.as_ref().and_then(|c| c.counters.get(&b.address));
+            backends.push(serde_json::json!({
+                "address": b.address,
+                "id": bid,
+                "weight": b.weight,
+                "effective_weight": st.rt.effective_weight(b),
+                "health": if st.rt.down.contains(&b.address) { "down" } else { "up" },
+                "admin": st.rt.admin.get(&b.address).map(|a| match a {
+                    AdminState::Drained => "drained".to_owned(),
+                    AdminState::Weight(w) => format!("weight {w}"),
+                }),
+                "ring_slots": ring.iter().filter(|x| **x == bid).count(),
+                "packets": bc.packets,
+                "bytes": bc.bytes,
+                "checks_ok": checks.map(|c| c.ok.load(std::sync::atomic::Ordering::Relaxed)),
+                "checks_failed": checks.map(|c| c.failed.load(std::sync::atomic::Ordering::Relaxed)),
+                "transitions": checks.map(|c| c.transitions.load(std::sync::atomic::Ordering::Relaxed)),
+            }));
+        }
+        services.push(serde_json::json!({
+            "name": s.name, "vip": s.vip, "proto": s.proto, "port": s.port, "mode": s.mode,
+            "id": id, "ring_size": ring.len(), "packets": c.packets, "bytes": c.bytes,
+            "backends": backends,
+        }));
+    }
+    let mut reasons = serde_json::Map::new();
+    for (i, name) in lb_common::reason::NAMES.iter().enumerate() {
+        if name.is_empty() {
+            continue;
+        }
+        let c = sum(&maps.stats_reason.get(&(i as u32), 0)?);
+        reasons.insert(
+            (*name).into(),
+            serde_json::json!({"packets": c.packets, "bytes": c.bytes}),
+        );
+    }
+    Ok(serde_json::json!({
+        "instance": st.cfg.instance,
+        "interface": st.cfg.interface,
+        "adopted": st.dp.adopted,
+        "services": services,
+        "reasons": reasons,
+        "conntrack_entries": maps.conntrack_len(),
+        "conntrack_size": st.cfg.conntrack_size,
+        "ring_rebuilds": st.rec.ring_rebuilds,
+        "reloads": st.reloads,
+        "reload_failures": st.reload_failures,
+        "failover": st.vrrp.as_ref().map(|t| serde_json::to_value(t.status()).unwrap_or_default()),
+    }))
+}
+
+/// Prometheus text exposition of [`status`].
+pub fn metrics_text(st: &State) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let s = status(st)?;
+    let mut o = String::new();
+    let _ = writeln!(o, "# TYPE lb_service_packets_total counter");
+    let _ = writeln!(o, "# TYPE lb_service_bytes_total counter");
+    let _ = writeln!(o, "# TYPE lb_backend_packets_total counter");
+    let _ = writeln!(o, "# TYPE lb_backend_bytes_total counter");
+    let _ = writeln!(o, "# TYPE lb_backend_up gauge");
+    let _ = writeln!(o, "# TYPE lb_backend_ring_slots gauge");
+    let _ = writeln!(o, "# TYPE lb_health_transitions_total counter");
+    for svc in s["services"].as_array().into_iter().flatten() {
+        let name = svc["name"].as_str().unwrap_or("");
+        let _ = writeln!(
+            o,
+            "lb_service_packets_total{{service=\"{name}\"}} {}",
+            svc["packets"]
+        );
+        let _ = writeln!(
+            o,
+            "lb_service_bytes_total{{service=\"{name}\"}} {}",
+            svc["bytes"]
+        );
+        for b in svc["backends"].as_array().into_iter().flatten() {
+            let l = format!(
+                "service=\"{name}\",backend=\"{}\"",
+                b["address"].as_str().unwrap_or("")
+            );
+            let _ = writeln!(o, "lb_backend_packets_total{{{l}}} {}", b["packets"]);
+            let _ = writeln!(o, "lb_backend_bytes_total{{{l}}} {}", b["bytes"]);
+            let _ = writeln!(o, "lb_backend_up{{{l}}} {}", u8::from(b["health"] == "up"));
+            let _ = writeln!(o, "lb_backend_ring_slots{{{l}}} {}", b["ring_slots"]);
+            let _ = writeln!(
+                o,
+                "lb_health_transitions_total{{{l}}} {}",
+                b["transitions"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    let _ = writeln!(o, "# TYPE lb_exit_packets_total counter");
+    for (reason, c) in s["reasons"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            o,
+            "lb_exit_packets_total{{reason=\"{reason}\"}} {}",
+            c["packets"]
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# TYPE lb_conntrack_entries gauge\nlb_conntrack_entries {}",
+        s["conntrack_entries"]
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE lb_conntrack_size gauge\nlb_conntrack_size {}",
+        s["conntrack_size"]
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE lb_ring_rebuilds_total counter\nlb_ring_rebuilds_total {}",
+        s["ring_rebuilds"]
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE lb_reloads_total counter\nlb_reloads_total {}",
+        s["reloads"]
+    );
+    let _ = writeln!(
+        o,
+        "# TYPE lb_reload_failures_total counter\nlb_reload_failures_total {}",
+        s["reload_failures"]
+    );
+    if let Some(f) = s["failover"].as_object() {
+        let _ = writeln!(o, "# TYPE lb_vrrp_state gauge");
+        let _ = writeln!(
+            o,
+            "lb_vrrp_state{{state={}}} 1",
+            f.get("state").cloned().unwrap_or_default()
+        );
+        for (k, v) in f
+            .get("counters")
+            .and_then(|c| c.as_object())
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(o, "lb_vrrp_{k} {v}");
+        }
+    }
+    Ok(o)
+}
+
+async fn metrics_server(addr: std::net::SocketAddr, state: Shared) {
+    use axum::{Router, http::StatusCode, routing::get};
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let state = state.clone();
+            async move {
+                match metrics_text(&lock(&state)) {
+                    Ok(t) => (StatusCode::OK, t),
+                    Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")),
+                }
+            }
+        }),
+    );
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            if let Err(e) = axum::serve(l, app).await {
+                log::error!("metrics server: {e}");
+            }
+        }
+        Err(e) => log::error!("metrics on {addr}: {e}"),
+    }
+}
+
+/// Sends one admin request and returns the reply (the CLI side).
+pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+    let conn = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to {} (is `lb run` running for this instance?)",
+                socket.display()
+            )
+        })?;
+    let (r, mut w) = conn.into_split();
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await?;
+    let mut lines = BufReader::new(r).lines();
+    let reply = lines
+        .next_line()
+        .await?
+        .context("the controller closed the connection")?;
+    let v: serde_json::Value = serde_json::from_str(&reply)?;
+    if v["ok"] != true {
+        bail!("{}", v["error"].as_str().unwrap_or("request failed"));
+    }
+    Ok(v)
+}

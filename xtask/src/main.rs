@@ -1,0 +1,115 @@
+//! `cargo xtask`: the project's one entry point for setting up a machine, building,
+//! running and testing.
+//!
+//! # Layout
+//! - [`setup`]: installs what a fresh Debian 12 machine lacks (idempotent)
+//! - [`test`]: runs every suite and prints a summary line per suite
+//! - this file: the command line, `build` and `run`
+
+mod setup;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run and test the XDP load balancer and its tiers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks: Debian packages, bpf-linker, the BPF toolchain
+    /// link, the bpffs mount. Idempotent; says what it did.
+    Setup {
+        /// Only check, install nothing; fail if something is missing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the XDP object and every binary (release).
+    Build,
+    /// Build and run the `lb` controller: `cargo xtask run -- run --config lb.toml`.
+    Run {
+        /// Arguments for `lb`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, lint, unit tests, then the privileged integration tests; a summary line per
+    /// suite; non-zero on any failure.
+    Test {
+        /// Only suites whose name contains this.
+        filter: Option<String>,
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup { check } => setup::run(check),
+        Cmd::Build => build(),
+        Cmd::Run { args } => {
+            build()?;
+            let lb = workspace().join("target/release/lb");
+            let status = Command::new(&lb)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", lb.display()))?;
+            if !status.success() {
+                bail!("lb exited with {status}");
+            }
+            Ok(())
+        }
+        Cmd::Test { filter, no_lint } => test::run(filter.as_deref(), no_lint),
+    }
+}
+
+/// The workspace root (xtask's parent).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// `cargo` as the one running us (respects the rustup toolchain in use).
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace());
+    c
+}
+
+/// Runs `cmd`, failing with `what` if it does not exit 0.
+pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build() -> anyhow::Result<()> {
+    setup::run(true).context("the machine is not set up: run `cargo xtask setup` as root")?;
+    println!("==> building the XDP object and all binaries (release; cargo shows progress)");
+    run_checked(
+        cargo().args(["build", "--release", "--workspace", "--bins"]),
+        "cargo build",
+    )?;
+    let lb = workspace().join("target/release/lb");
+    println!("==> built {} (the XDP object is embedded)", lb.display());
+    Ok(())
+}

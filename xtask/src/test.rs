@@ -1,0 +1,205 @@
+//! `cargo xtask test`: setup (installs what is missing), lint, unit tests, then every
+//! integration-test file of every package as its own suite. Prints one summary line
+//! per suite and a final `N passed, N failed` line; exits non-zero on any failure or
+//! on anything a test left behind (namespaces of the harness).
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{cargo, workspace};
+
+struct Outcome {
+    name: String,
+    passed: u32,
+    failed: u32,
+    ok: bool,
+    secs: f64,
+}
+
+/// Packages with integration tests in `<dir>/tests/*.rs`.
+const PACKAGES: &[(&str, &str)] = &[
+    ("web-tier", "web-tier"),
+    ("app-tier", "app-tier"),
+    ("lb-tests", "tests"),
+];
+
+pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
+    crate::setup::run(false)?;
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let mut results = Vec::new();
+
+    if !no_lint && filter.is_none() {
+        results.push(step(
+            "fmt",
+            cargo().args(["fmt", "--all", "--", "--check"]),
+        )?);
+        results.push(step(
+            "clippy",
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?);
+    }
+    println!("==> building binaries used by the integration tests");
+    crate::run_checked(
+        cargo().args(["build", "--workspace", "--bins"]),
+        "cargo build",
+    )?;
+    if wanted("unit") {
+        results.push(suite(
+            "unit",
+            cargo().args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "lb-ebpf",
+                "--lib",
+                "--bins",
+            ]),
+        )?);
+    }
+    for (pkg, dir) in PACKAGES {
+        let tests = workspace().join(dir).join("tests");
+        let mut files: Vec<String> = std::fs::read_dir(&tests)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.strip_suffix(".rs").map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        for t in files {
+            let name = format!("{pkg}/{t}");
+            if wanted(&name) {
+                results.push(suite(
+                    &name,
+                    cargo().args(["test", "-p", pkg, "--test", &t]),
+                )?);
+            }
+        }
+    }
+
+    let leftovers = harness_leftovers();
+    println!("\n==> summary");
+    let (mut passed, mut failed) = (0, 0);
+    for r in &results {
+        println!(
+            "suite {:<28} {:>4} passed {:>3} failed  {:>6.1}s  {}",
+            r.name,
+            r.passed,
+            r.failed,
+            r.secs,
+            if r.ok { "ok" } else { "FAILED" }
+        );
+        passed += r.passed;
+        failed += r.failed;
+    }
+    let bad: Vec<&str> = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !leftovers.is_empty() {
+        println!("left behind by the tests: {}", leftovers.join(" "));
+    }
+    println!("{passed} passed, {failed} failed");
+    if results.is_empty() {
+        bail!("no suite matched; nothing was tested");
+    }
+    if !bad.is_empty() {
+        bail!("failed suites: {}", bad.join(", "));
+    }
+    if !leftovers.is_empty() {
+        bail!("the tests left namespaces behind: a cleanup path has a hole");
+    }
+    Ok(())
+}
+
+/// A lint step: pass/fail only.
+fn step(name: &str, cmd: &mut Command) -> anyhow::Result<Outcome> {
+    println!("==> {name}");
+    let start = Instant::now();
+    let ok = cmd
+        .status()
+        .with_context(|| format!("running {name}"))?
+        .success();
+    Ok(Outcome {
+        name: name.into(),
+        passed: u32::from(ok),
+        failed: u32::from(!ok),
+        ok,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A cargo test run: echoes its output and adds up its `test result:` lines.
+fn suite(name: &str, cmd: &mut Command) -> anyhow::Result<Outcome> {
+    println!("==> suite {name}");
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running suite {name}"))?;
+    let (mut passed, mut failed, mut ran) = (0, 0, 0);
+    let out = child.stdout.take().context("no stdout")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            ran += 1;
+            passed += count(rest, " passed");
+            failed += count(rest, " failed");
+        }
+    }
+    let status = child.wait()?;
+    // A suite that ran no test at all proves nothing: count it as a failure.
+    let ok = status.success() && ran > 0 && passed > 0;
+    if ran > 0 && passed == 0 && failed == 0 {
+        println!("suite {name} ran no test");
+    }
+    Ok(Outcome {
+        name: name.into(),
+        passed,
+        failed,
+        ok,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// `"ok. 3 passed; 0 failed; ..."` -> the number before `what`.
+fn count(s: &str, what: &str) -> u32 {
+    s.split(';')
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(what.trim())
+                .map(str::trim)
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn harness_leftovers() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    let Ok(out) = out else { return Vec::new() };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("lbt-"))
+        .map(str::to_owned)
+        .collect()
+}
