@@ -185,9 +185,7 @@ fn bounce_eth(ctx: &XdpContext) -> Result<(), u32> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
     // SAFETY: bounds checked.
     unsafe {
-        let d = (*eth).dst_addr;
-        (*eth).dst_addr = (*eth).src_addr;
-        (*eth).src_addr = d;
+        core::mem::swap(&mut (*eth).dst_addr, &mut (*eth).src_addr);
     }
     Ok(())
 }
@@ -202,17 +200,13 @@ pub fn echo_reply(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
         // SAFETY: bounds checked.
         unsafe {
-            let s = (*ip).src_addr;
-            (*ip).src_addr = (*ip).dst_addr;
-            (*ip).dst_addr = s;
+            core::mem::swap(&mut (*ip).src_addr, &mut (*ip).dst_addr);
         }
     } else {
         let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
         // SAFETY: bounds checked.
         unsafe {
-            let s = (*ip).src_addr;
-            (*ip).src_addr = (*ip).dst_addr;
-            (*ip).dst_addr = s;
+            core::mem::swap(&mut (*ip).src_addr, &mut (*ip).dst_addr);
             (*ip).hop_limit = 64;
         }
     }

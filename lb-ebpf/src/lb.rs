@@ -11,6 +11,11 @@
 //! 4. Backend: connection table first (not for a TCP SYN, which always follows the
 //!    current ring), else the ring slot `flow_hash % M` of the live ring half.
 
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys and values go by reference: by value, each 40-byte key is copied onto the 512-byte BPF stack, which then overflows"
+)]
+
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, Flow, FlowKey, FragKey, PROTO_TCP,
@@ -242,9 +247,12 @@ fn forward(
     } else {
         fwd::l2(ctx, b)
     };
-    if let Ok((action, _)) = v
+    // Only what actually leaves towards the backend counts as its traffic (not a
+    // "too big" answered to the client, nor a drop).
+    if let Ok((action, why)) = v
         && action != xdp_action::XDP_DROP
         && action != xdp_action::XDP_ABORTED
+        && why != reason::TX_ICMP_TOO_BIG
     {
         count(&STATS_SERVICE, svc.id, len);
         count(&STATS_BACKEND, id, len);

@@ -282,21 +282,28 @@ impl Config {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| line_of(s.start));
-            // toml's message names the key ("unknown field `x`", "invalid type ... for key `y`").
+            // The key is on the offending line ("vip = \"nope\"" -> "vip"); toml's
+            // message says what is wrong with it.
+            let field = text
+                .lines()
+                .nth(line.saturating_sub(1))
+                .map(|l| {
+                    l.split_once('=')
+                        .map_or(l, |(k, _)| k)
+                        .trim()
+                        .trim_start_matches('{')
+                        .trim()
+                })
+                .filter(|k| !k.is_empty())
+                .unwrap_or("(document)")
+                .chars()
+                .take(60)
+                .collect();
             ConfigError {
                 file: file.into(),
                 line,
-                field: e.span().map_or_else(String::new, |s| {
-                    text[s.clone()]
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .chars()
-                        .take(40)
-                        .collect()
-                }),
-                message: e.message().to_owned(),
+                field,
+                message: e.message().trim().to_owned(),
             }
         })?;
         cfg.validate(file, &line_of)?;
@@ -463,8 +470,11 @@ impl Config {
                     ));
                 }
                 // The same backend may serve several services, but must be one host.
-                if let Some(prev) = backend_macs.insert(b.address, b.mac.clone())
-                    && prev != b.mac
+                let prev = backend_macs
+                    .entry(b.address)
+                    .or_insert_with(|| b.mac.clone());
+                if let (Some(p), Some(m)) = (prev.as_ref(), b.mac.as_ref())
+                    && parse_mac(p) != parse_mac(m)
                 {
                     return Err(err(
                         line,
@@ -529,7 +539,7 @@ backends = [
     fn bad_configs_are_rejected_with_a_named_field() {
         let cases: &[(&str, &str, &str)] = &[
             ("unknown top-level key", "bogus = 1\n", "unknown field"),
-            ("bad TOML syntax", "instance = \n", "line 2"),
+            ("bad TOML syntax", "instance = \n", "bad.toml:2: instance"),
             (
                 "wrong type for hash_seed",
                 "hash_seed = \"x\"\n",
@@ -670,7 +680,10 @@ backends = [
         );
         let e = Config::parse(&dup, "bad.toml").unwrap_err().to_string();
         assert!(e.contains("duplicate service name"), "{e}");
-        assert!(e.contains(":16:"), "second service starts on line 16: {e}");
+        assert!(
+            e.contains(":18:"),
+            "the second [[services]] header is on line 18: {e}"
+        );
     }
 
     #[test]

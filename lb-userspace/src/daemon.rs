@@ -264,11 +264,9 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let _ = admin.await;
     let _ = metrics.await;
     let _ = std::fs::remove_file(&socket);
-    let st = Arc::try_unwrap(state)
-        .map_err(|_| anyhow::anyhow!("state still shared at shutdown"))?
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("state lock poisoned"))?;
-    drop(st.checks);
+    // Admin connections may still hold the state; shut down through the lock.
+    let mut st = lock(&state);
+    st.checks = None;
     st.dp.shutdown(opts.keep_pins)
 }
 

@@ -323,7 +323,7 @@ impl Dataplane {
 
     /// Detaches and removes every pin (clean shutdown). With `keep`, leaves the data
     /// plane running and pinned for the next controller.
-    pub fn shutdown(mut self, keep: bool) -> anyhow::Result<()> {
+    pub fn shutdown(&mut self, keep: bool) -> anyhow::Result<()> {
         if keep {
             return Ok(());
         }

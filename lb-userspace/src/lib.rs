@@ -7,6 +7,7 @@
 //! - [`daemon`]: `lb run`: the event loop, admin socket, metrics
 //! - [`health`]: concurrent TCP/HTTP health checks with rise/fall
 //! - [`dataplane`]: load, attach, pin/adopt, typed maps, BPF_PROG_TEST_RUN
+//! - [`pktgen`]: `lb pktgen`, packet generator for benchmarks
 //! - [`object`]: the embedded XDP object
 //! - [`maglev`]: Maglev ring population (NSDI 2016)
 //! - [`vrrp`]: VRRPv3 (RFC 5798) active-passive VIP failover
@@ -16,5 +17,6 @@ pub mod dataplane;
 pub mod health;
 pub mod maglev;
 pub mod object;
+pub mod pktgen;
 pub mod reconcile;
 pub mod vrrp;

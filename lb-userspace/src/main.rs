@@ -28,10 +28,10 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct Target {
     /// Admin socket of the controller.
-    #[arg(long, conflicts_with = "instance")]
+    #[arg(long, global = true)]
     socket: Option<PathBuf>,
     /// Instance name (socket /run/lb/<instance>.sock).
-    #[arg(long, default_value = "lb")]
+    #[arg(long, global = true, default_value = "lb")]
     instance: String,
 }
 
@@ -91,6 +91,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
     },
+    /// Generate packets at line rate (kernel pktgen, or BPF_PROG_RUN live frames).
+    Pktgen(lb::pktgen::PktgenArgs),
     /// Attach a helper program (xdp_pass, xdp_decap, xdp_count, xdp_sink, xdp_tx) to an
     /// interface and pin its link, or detach one.
     Xdp {
@@ -191,6 +193,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            Cmd::Pktgen(args) => lb::pktgen::run(&args),
             Cmd::Xdp { action } => match action {
                 XdpCmd::Attach {
                     prog,

@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`setup`]: installs what a fresh Debian 12 machine lacks (idempotent)
 //! - [`test`]: runs every suite and prints a summary line per suite
+//! - [`bench`]: builds and runs the benchmark suite (`lb-bench`)
 //! - this file: the command line, `build` and `run`
 
+mod bench;
 mod setup;
 mod test;
 
@@ -53,6 +55,21 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Benchmarks against the peers on this machine (all scenarios, or the named ones):
+    /// writes BENCHMARKS.md, bench/plots/*.svg, target/bench/results.jsonl.
+    Bench {
+        /// Scenarios to run (default: all; `--list` names them).
+        scenarios: Vec<String>,
+        /// Rounds per scenario (default 3).
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// One round of short runs: a smoke check, not a measurement.
+        #[arg(long)]
+        quick: bool,
+        /// List the scenarios.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,6 +90,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Test { filter, no_lint } => test::run(filter.as_deref(), no_lint),
+        Cmd::Bench {
+            scenarios,
+            rounds,
+            quick,
+            list,
+        } => bench::run(&scenarios, rounds, quick, list),
     }
 }
 

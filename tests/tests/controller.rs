@@ -1,0 +1,298 @@
+//! The `lb` controller against the real data plane in network namespaces: health
+//! checks, drain, reload, hitless restart after `kill -9`, rejected reloads, metrics
+//! and clean shutdown.
+
+use std::time::Duration;
+
+use lb_tests::{
+    bin_path,
+    lbnet::{LbNet, Opts},
+    wait_for,
+};
+
+fn backend_health(net: &LbNet, addr: &str) -> String {
+    let st = net.status().unwrap();
+    st["services"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == addr)
+        .map(|b| b["health"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+#[test]
+fn a_failing_backend_leaves_the_ring_and_rejoins_after_rise() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("health", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let b2 = net.backend_addrs[1].to_string();
+    assert_eq!(backend_health(&net, &b2), "up");
+
+    net.stop_server(1);
+    wait_for("b2 marked down", Duration::from_secs(10), || {
+        (backend_health(&net, &b2) == "down").then_some(())
+    });
+    let names = net.fetch_names(90).unwrap();
+    assert!(
+        names.iter().all(|n| n != "b2"),
+        "new flows went to a down backend"
+    );
+    assert!(names.iter().any(|n| n == "b1") && names.iter().any(|n| n == "b3"));
+
+    net.start_server(1).unwrap();
+    wait_for("b2 back up", Duration::from_secs(10), || {
+        (backend_health(&net, &b2) == "up").then_some(())
+    });
+    let names = net.fetch_names(90).unwrap();
+    assert!(
+        names.iter().any(|n| n == "b2"),
+        "b2 did not rejoin: {names:?}"
+    );
+    let st = net.status().unwrap();
+    let b = &st["services"][0]["backends"][1];
+    assert_eq!(b["transitions"], 2, "{b}");
+}
+
+#[test]
+fn drain_keeps_established_connections_and_stops_new_ones() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("drain", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let mut conns = Vec::new();
+    for i in 0..30 {
+        let mut c = net.echo_conn().unwrap();
+        let b = c.roundtrip(&format!("m{i}")).unwrap();
+        conns.push((c, b));
+    }
+    assert!(conns.iter().any(|(_, b)| b == "b1"));
+    let b1 = net.backend_addrs[0].to_string();
+    net.lb_cmd(&["backend", "drain", &b1]).unwrap();
+    for (i, (c, b)) in conns.iter_mut().enumerate() {
+        assert_eq!(
+            &c.roundtrip(&format!("again{i}")).unwrap(),
+            b,
+            "connection {i} moved"
+        );
+    }
+    let names = net.fetch_names(90).unwrap();
+    assert!(
+        names.iter().all(|n| n != "b1"),
+        "a drained backend got new flows"
+    );
+    let st = net.status().unwrap();
+    assert_eq!(st["services"][0]["backends"][0]["admin"], "drained");
+    assert_eq!(st["services"][0]["backends"][0]["ring_slots"], 0);
+
+    net.lb_cmd(&["backend", "enable", &b1]).unwrap();
+    let names = net.fetch_names(90).unwrap();
+    assert!(
+        names.iter().any(|n| n == "b1"),
+        "enable did not bring b1 back"
+    );
+    // A weight for an unknown backend is refused with a message.
+    let e = net
+        .lb_cmd(&["backend", "weight", "10.77.0.99", "3"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no backend 10.77.0.99"), "{e}");
+}
+
+/// The config split into its service sections, to drop or restore one.
+fn without_service(text: &str, name: &str) -> String {
+    let mut parts = text.split("[[services]]");
+    let head = parts.next().unwrap().to_owned();
+    parts
+        .filter(|p| !p.contains(&format!("name = \"{name}\"")))
+        .fold(head, |acc, p| acc + "[[services]]" + p)
+}
+
+#[test]
+fn reload_adds_and_removes_a_service_without_touching_another() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("reload", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let mut conns: Vec<_> = (0..10)
+        .map(|i| {
+            let mut c = net.echo_conn().unwrap();
+            let b = c.roundtrip(&format!("x{i}")).unwrap();
+            (c, b)
+        })
+        .collect();
+    let full = net.config_text(&[0, 1, 2]);
+    let before = net.status().unwrap();
+    let rebuilds = before["ring_rebuilds"].as_u64().unwrap();
+
+    std::fs::write(&net.config, without_service(&full, "name")).unwrap();
+    net.lb_cmd(&["reload"]).unwrap();
+    let st = net.status().unwrap();
+    assert_eq!(st["services"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        st["ring_rebuilds"].as_u64().unwrap(),
+        rebuilds,
+        "removing a service rewrote a ring"
+    );
+    assert!(
+        net.fetch_name().is_err(),
+        "the removed service still answers"
+    );
+    for (c, b) in &mut conns {
+        assert_eq!(&c.roundtrip("still").unwrap(), b);
+    }
+
+    std::fs::write(&net.config, &full).unwrap();
+    net.lb_cmd(&["reload"]).unwrap();
+    let st = net.status().unwrap();
+    assert_eq!(
+        st["ring_rebuilds"].as_u64().unwrap(),
+        rebuilds + 1,
+        "only the re-added ring was written"
+    );
+    assert_eq!(net.fetch_names(3).unwrap().len(), 3);
+    for (c, b) in &mut conns {
+        assert_eq!(&c.roundtrip("still").unwrap(), b);
+    }
+}
+
+#[test]
+fn a_bad_reload_is_rejected_whole_and_traffic_continues() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("badrel", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let good = net.config_text(&[0, 1, 2]);
+    // Valid TOML, valid first service, broken second service: nothing may apply,
+    // not even the first service's change (b3 dropped).
+    let bad = without_service(&good, "zzz")
+        .replacen(
+            &format!("{{ address = \"{}\"", net.backend_addrs[2]),
+            "{ address = \"10.77.0.250\"",
+            1,
+        )
+        .replacen("ring_size = 65537", "ring_size = 65536", 2);
+    assert_ne!(bad, good);
+    std::fs::write(&net.config, &bad).unwrap();
+    let e = net.lb_cmd(&["reload"]).unwrap_err().to_string();
+    assert!(e.contains("ring_size"), "{e}");
+    assert!(e.contains("lb.toml:"), "names the file: {e}");
+    let st = net.status().unwrap();
+    assert_eq!(st["reload_failures"], 1);
+    assert_eq!(st["services"][0]["backends"].as_array().unwrap().len(), 3);
+    let names = net.fetch_names(60).unwrap();
+    assert!(
+        names.iter().any(|n| n == "b3"),
+        "the old config stopped applying"
+    );
+    // SIGHUP takes the same path.
+    net.controller.as_ref().unwrap().signal(libc::SIGHUP);
+    wait_for("second rejected reload", Duration::from_secs(5), || {
+        (net.status().unwrap()["reload_failures"] == 2).then_some(())
+    });
+}
+
+#[test]
+fn kill_9_and_restart_keep_forwarding_and_adopt_the_pinned_state() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("hitless", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let mut conn = net.echo_conn().unwrap();
+    let first = conn.roundtrip("before").unwrap();
+    let entries = net.status().unwrap()["conntrack_entries"].as_u64().unwrap();
+    assert!(entries > 0);
+
+    net.controller.as_mut().unwrap().stop(libc::SIGKILL);
+    // No controller: the pinned program keeps forwarding, old and new flows alike.
+    for i in 0..20 {
+        assert_eq!(conn.roundtrip(&format!("orphan{i}")).unwrap(), first);
+    }
+    assert_eq!(net.fetch_names(30).unwrap().len(), 30);
+
+    net.start_controller().unwrap();
+    let st = net.status().unwrap();
+    assert_eq!(st["adopted"], true);
+    assert_eq!(st["ring_rebuilds"], 0, "adopting rewrote a ring");
+    assert!(
+        st["conntrack_entries"].as_u64().unwrap() >= entries,
+        "the connection table was flushed"
+    );
+    assert_eq!(conn.roundtrip("after").unwrap(), first);
+}
+
+#[test]
+fn metrics_and_clean_shutdown() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("metrics", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    net.fetch_names(10).unwrap();
+    let m = net
+        .lb
+        .run(&["curl", "-sf", "http://127.0.0.1:9100/metrics"])
+        .unwrap();
+    let b1 = net.backend_addrs[0];
+    assert!(
+        m.contains(&format!(
+            "lb_backend_up{{service=\"name\",backend=\"{b1}\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("lb_exit_packets_total{reason=\"tx_l2\"}"), "{m}");
+    assert!(m.contains("lb_conntrack_entries "), "{m}");
+    let pins = format!("/sys/fs/bpf/lb-{}", net.instance);
+    assert!(std::path::Path::new(&pins).join("link").exists());
+
+    let mut ctl = net.controller.take().unwrap();
+    ctl.signal(libc::SIGTERM);
+    let st = ctl
+        .wait_exit(Duration::from_secs(10))
+        .expect("lb run exits on SIGTERM");
+    assert!(st.success(), "{st}");
+    assert!(
+        !std::path::Path::new(&pins).exists(),
+        "pins left after a clean shutdown"
+    );
+    let link = net
+        .lb
+        .run(&["ip", "-d", "link", "show", "dev", "eth0"])
+        .unwrap();
+    assert!(!link.contains("prog/xdp"), "still attached: {link}");
+}
+
+#[test]
+fn lb_check_names_the_problem_in_bad_files() {
+    lb_tests::require_root();
+    let dir = lb_tests::lbnet::TempDir::new("check").unwrap();
+    let path = dir.0.join("bad.toml");
+    let cases = [
+        ("interface = \"eth0\"\nbogus = 1\n", "unknown field"),
+        ("interface = \"eth0\"\nxdp_mode = \"fast\"\n", "fast"),
+        (
+            "interface = \"eth0\"\n[[services]]\nname = \"a\"\nvip = \"10.0.0.1\"\nproto = \"tcp\"\nport = 80\nring_size = 100\n",
+            "ring_size",
+        ),
+        (
+            "interface = \"eth0\"\n[[services]]\nname = \"a\"\nvip = \"nope\"\nproto = \"tcp\"\nport = 80\n",
+            "vip",
+        ),
+        ("", "interface"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(bin_path("lb"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle) && err.contains("bad.toml"),
+            "{text:?}: {err}"
+        );
+    }
+    std::fs::write(&path, "interface = \"eth0\"\n").unwrap();
+    let out = std::process::Command::new(bin_path("lb"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}

@@ -1,0 +1,399 @@
+//! Reverse proxy: forward a request to an upstream group and stream the answer back.
+//!
+//! Retry rules (nginx's `proxy_next_upstream error timeout`): a request that never left
+//! this process (connect refused or timed out, pooled connection found dead) is tried on
+//! the next server whatever its method. Once sent, it is retried only if its method is
+//! idempotent (RFC 9110 §9.2.2) *and* it had no body, since a streamed body cannot be
+//! replayed. Error classes: connect/read timeout -> 504; refused, reset, or no live
+//! upstream -> 502; the client's own body being too large, too slow or malformed ->
+//! 413 / 408 / 400, and the upstream is not blamed.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::body::{Body, BoxError};
+use crate::logs::{ErrorLog, Level};
+use crate::upstream::Group;
+
+/// Per-request facts the proxy needs from the connection.
+pub struct ClientInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Whether the client connection is TLS.
+    pub https: bool,
+}
+
+/// Body limits the proxy enforces while streaming.
+#[derive(Clone, Copy)]
+pub struct BodyLimits {
+    /// Largest accepted body.
+    pub max_size: u64,
+    /// Longest wait between two reads of the body.
+    pub timeout: Duration,
+}
+
+/// Headers meaningful only for a single connection (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+const BODY_TOO_LARGE: u8 = 1;
+const BODY_TIMEOUT: u8 = 2;
+const BODY_MALFORMED: u8 = 3;
+
+/// Shared between the request body on its way up and the code waiting for the answer.
+#[derive(Default)]
+struct BodyState {
+    fault: AtomicU8,
+    /// Bytes read so far: progress keeps the read timeout from firing on a slow upload.
+    read: AtomicU64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl BodyState {
+    fn fault_status(&self) -> Option<StatusCode> {
+        match self.fault.load(Ordering::Acquire) {
+            BODY_TOO_LARGE => Some(StatusCode::PAYLOAD_TOO_LARGE),
+            BODY_TIMEOUT => Some(StatusCode::REQUEST_TIMEOUT),
+            BODY_MALFORMED => Some(StatusCode::BAD_REQUEST),
+            _ => None,
+        }
+    }
+}
+
+/// The client's request body, checked for size and pace as it streams upstream.
+struct ClientBody {
+    inner: Incoming,
+    limits: BodyLimits,
+    sleep: Pin<Box<Sleep>>,
+    state: Arc<BodyState>,
+}
+
+impl ClientBody {
+    fn fail(&self, code: u8, msg: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.state.fault.store(code, Ordering::Release);
+        Poll::Ready(Some(Err(msg.into())))
+    }
+}
+
+impl HttpBody for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                let total = this.state.read.fetch_add(n, Ordering::AcqRel) + n;
+                if total > this.limits.max_size {
+                    return this.fail(BODY_TOO_LARGE, "request body too large");
+                }
+                let deadline = tokio::time::Instant::now() + this.limits.timeout;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => this.fail(BODY_MALFORMED, "malformed request body"),
+            Poll::Ready(None) => {
+                this.state.done.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.sleep.as_mut().poll(cx).is_ready() {
+                    return this.fail(BODY_TIMEOUT, "request body timed out");
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An error the edge answers itself (rendered with the virtual server's error page).
+#[derive(Debug)]
+pub struct ProxyError(pub StatusCode);
+
+/// Forwards `req` to `group` and returns the upstream's response with a streaming body.
+pub async fn forward(
+    group: Arc<Group>,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    limits: BodyLimits,
+    elog: &ErrorLog,
+) -> Result<Response<Body>, ProxyError> {
+    let (parts, incoming) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limits.max_size
+    {
+        return Err(ProxyError(StatusCode::PAYLOAD_TOO_LARGE));
+    }
+
+    let mut headers = parts.headers;
+    // Host is preserved; HTTP/2 carries it as :authority instead.
+    if !headers.contains_key(header::HOST)
+        && let Some(auth) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(auth.as_str())
+    {
+        headers.insert(header::HOST, v);
+    }
+    strip_hop_by_hop(&mut headers);
+    let ip = client.remote.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert("x-real-ip", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if client.https { "https" } else { "http" }),
+    );
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    let method = parts.method;
+
+    let state = Arc::new(BodyState::default());
+    let has_body = !incoming.is_end_stream();
+    let mut body = if has_body {
+        Some(Body::new(ClientBody {
+            inner: incoming,
+            limits,
+            sleep: Box::pin(tokio::time::sleep(limits.timeout)),
+            state: state.clone(),
+        }))
+    } else {
+        None
+    };
+    let replayable = idempotent(&method) && !has_body;
+    let build = |body: Body| -> Request<Body> {
+        let mut r = Request::new(body);
+        *r.method_mut() = method.clone();
+        *r.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        *r.version_mut() = Version::HTTP_11;
+        *r.headers_mut() = headers.clone();
+        r
+    };
+    // A request in hand that has not been sent yet (None once a body was consumed).
+    let mut pending: Option<Request<Body>> =
+        Some(build(body.take().unwrap_or_else(crate::body::empty)));
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = StatusCode::BAD_GATEWAY;
+    // Stale pooled connections do not count as a try of that server; bound the loop anyway.
+    let mut budget = group.peers.len() * 2 + 2;
+    let mut no_live = false;
+    while budget > 0 {
+        budget -= 1;
+        let Some(i) = group.select(&tried) else {
+            no_live = tried.is_empty();
+            break;
+        };
+        let peer = group.peers[i].addr;
+        let mut sender = match group.connection(i).await {
+            Ok(s) => s,
+            Err(e) => {
+                tried.push(i);
+                last = match e {
+                    crate::upstream::ConnectError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                let down = group.record_failure(i);
+                elog.log(
+                    Level::Warn,
+                    "upstream connect failed",
+                    &[
+                        ("upstream", &group.name),
+                        ("peer", &peer),
+                        ("error", &e),
+                        ("marked_down", &down),
+                        ("client", &client.remote),
+                    ],
+                );
+                continue;
+            }
+        };
+        let req = match pending.take() {
+            Some(r) => r,
+            None if replayable => build(crate::body::empty()),
+            None => break,
+        };
+        let guard = group.begin(i);
+        let fut = sender.try_send_request(req);
+        let outcome = wait_with_progress(fut, group.read_timeout, &state).await;
+        match outcome {
+            Some(Ok(resp)) => {
+                group.record_success(i);
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                let body = group.response_body(i, rbody, sender, guard);
+                return Ok(Response::from_parts(rparts, Body::new(body)));
+            }
+            Some(Err(mut e)) => {
+                if let Some(status) = state.fault_status() {
+                    return Err(ProxyError(status));
+                }
+                if let Some(unsent) = e.take_message() {
+                    // The connection died before our request went out: same server or
+                    // next, the request is intact.
+                    pending = Some(unsent);
+                    continue;
+                }
+                tried.push(i);
+                last = StatusCode::BAD_GATEWAY;
+                let down = group.record_failure(i);
+                elog.log(
+                    Level::Warn,
+                    "upstream request failed",
+                    &[
+                        ("upstream", &group.name),
+                        ("peer", &peer),
+                        ("error", e.error()),
+                        ("marked_down", &down),
+                        ("method", &method),
+                        ("client", &client.remote),
+                    ],
+                );
+            }
+            None => {
+                if let Some(status) = state.fault_status() {
+                    return Err(ProxyError(status));
+                }
+                tried.push(i);
+                last = StatusCode::GATEWAY_TIMEOUT;
+                let down = group.record_failure(i);
+                elog.log(
+                    Level::Warn,
+                    "upstream read timed out",
+                    &[
+                        ("upstream", &group.name),
+                        ("peer", &peer),
+                        ("marked_down", &down),
+                        ("method", &method),
+                        ("client", &client.remote),
+                    ],
+                );
+            }
+        }
+        if !replayable {
+            // Sent, and not safe to send again.
+            break;
+        }
+    }
+    if no_live {
+        elog.log(
+            Level::Error,
+            "no live upstreams",
+            &[("upstream", &group.name), ("client", &client.remote)],
+        );
+    }
+    Err(ProxyError(last))
+}
+
+/// Waits for the response head; `None` on read timeout. The timer restarts while the
+/// client is still uploading, so a large, steady upload is not mistaken for a dead
+/// upstream (nginx starts `proxy_read_timeout` after the request is sent).
+async fn wait_with_progress<F, T>(fut: F, timeout: Duration, state: &BodyState) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    tokio::pin!(fut);
+    let mut seen = state.read.load(Ordering::Acquire);
+    loop {
+        match tokio::time::timeout(timeout, &mut fut).await {
+            Ok(v) => return Some(v),
+            Err(_) => {
+                let now = state.read.load(Ordering::Acquire);
+                if state.done.load(Ordering::Acquire) || now == seen {
+                    return None;
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-keep"], "yes");
+    }
+}

@@ -1,0 +1,835 @@
+//! The server: accept connections, speak HTTP/1.1 or HTTP/2, route each request to a
+//! virtual server and location, and hand it to the static or proxy handler.
+//!
+//! # Reload and drain
+//! The running state (virtual servers, opened roots, upstream groups, logs) lives in one
+//! `Arc<State>`. Each request takes its own clone when it starts, so SIGHUP swaps in a
+//! new state without touching requests in flight: they finish on the state they started
+//! with, and keep-alive connections pick up the new one on their next request. SIGTERM
+//! stops accepting, asks every connection to finish its current request (HTTP/1 closes
+//! after the response, HTTP/2 sends GOAWAY), and waits up to `limits.drain_timeout`.
+//!
+//! # Protocol selection
+//! Plain TCP: the first bytes decide between HTTP/1.1 and prior-knowledge h2c (the
+//! connection preface). TLS: ALPN decides. This is done here rather than with
+//! hyper-util's `auto` builder because that builder waits for the first bytes without a
+//! timeout (an idle socket would be held forever) and does not expose hyper's
+//! `max_header_size`.
+//!
+//! # 408 for slow clients
+//! hyper enforces the header timeout by closing the connection silently. The connection's
+//! I/O is wrapped in [`Guard`], which hands the socket back when hyper drops it; if part of
+//! a request had arrived, we write the 408 nginx would send before closing.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::Error;
+use crate::body::{self, Body, BoxError};
+use crate::config::{Config, Limits, Listen, TlsFiles};
+use crate::logs::{AccessEntry, AccessLog, ErrorLog, Level};
+use crate::proxy::{self, BodyLimits, ClientInfo};
+use crate::static_files::{self, StaticRoot};
+use crate::upstream::Group;
+
+/// Everything a request needs, built from one configuration.
+pub struct State {
+    vhosts: Vec<VHost>,
+    default_vhost: usize,
+    limits: Limits,
+    listen: Vec<Listen>,
+    access: AccessLog,
+    elog: ErrorLog,
+}
+
+struct VHost {
+    exact: Vec<String>,
+    /// `*.example.com` stored as `.example.com`.
+    wildcard: Vec<String>,
+    /// Longest prefix first.
+    locations: Vec<(String, Action)>,
+    error_pages: Vec<(StatusCode, Bytes)>,
+}
+
+enum Action {
+    Static(Arc<StaticRoot>),
+    Proxy(Arc<Group>),
+}
+
+impl State {
+    /// Opens everything the configuration names (roots, error pages, logs); fails whole.
+    pub fn build(config: &Config) -> Result<Self, Error> {
+        config.validate()?;
+        let groups: std::collections::BTreeMap<&str, Arc<Group>> = config
+            .upstreams
+            .iter()
+            .map(|(name, g)| (name.as_str(), Arc::new(Group::new(name, g))))
+            .collect();
+        let mut vhosts = Vec::new();
+        for (si, s) in config.servers.iter().enumerate() {
+            let mut locations = Vec::new();
+            for (li, loc) in s.locations.iter().enumerate() {
+                let action =
+                    match (&loc.root, &loc.proxy) {
+                        (Some(root), _) => Action::Static(Arc::new(
+                            StaticRoot::open(root, loc).map_err(|source| Error::Open {
+                                field: format!("server[{si}].location[{li}].root"),
+                                path: root.clone(),
+                                source,
+                            })?,
+                        )),
+                        (None, Some(group)) => Action::Proxy(groups[group.as_str()].clone()),
+                        (None, None) => unreachable!("validated: root or proxy"),
+                    };
+                locations.push((loc.prefix.clone(), action));
+            }
+            locations.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
+            let mut error_pages = Vec::new();
+            for (code, path) in &s.error_pages {
+                let status = code
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let page = std::fs::read(path).map_err(|source| Error::Open {
+                    field: format!("server[{si}].error_pages.{code}"),
+                    path: path.clone(),
+                    source,
+                })?;
+                error_pages.push((status, Bytes::from(page)));
+            }
+            let (wild, exact): (Vec<_>, Vec<_>) = s
+                .names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .partition(|n| n.starts_with("*."));
+            vhosts.push(VHost {
+                exact,
+                wildcard: wild.into_iter().map(|w| w[1..].to_owned()).collect(),
+                locations,
+                error_pages,
+            });
+        }
+        let open_log = |field: &str, spec: &str| Error::Open {
+            field: field.to_owned(),
+            path: spec.into(),
+            source: io::Error::other("cannot open"),
+        };
+        Ok(Self {
+            default_vhost: config.servers.iter().position(|s| s.default).unwrap_or(0),
+            vhosts,
+            limits: config.limits.clone(),
+            listen: config.listen.clone(),
+            access: AccessLog::open(&config.log.access)
+                .map_err(|_| open_log("log.access", &config.log.access))?,
+            elog: ErrorLog::open(&config.log.error)
+                .map_err(|_| open_log("log.error", &config.log.error))?,
+        })
+    }
+
+    fn vhost(&self, host: Option<&str>) -> &VHost {
+        if let Some(host) = host {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(v) = self.vhosts.iter().find(|v| v.exact.contains(&host)) {
+                return v;
+            }
+            // Longest matching wildcard wins, as in nginx.
+            let best = self
+                .vhosts
+                .iter()
+                .flat_map(|v| v.wildcard.iter().map(move |w| (w, v)))
+                .filter(|(w, _)| host.ends_with(w.as_str()) && host.len() > w.len())
+                .max_by_key(|(w, _)| w.len());
+            if let Some((_, v)) = best {
+                return v;
+            }
+        }
+        &self.vhosts[self.default_vhost]
+    }
+}
+
+impl VHost {
+    fn locate(&self, path: &str) -> Option<&Action> {
+        self.locations
+            .iter()
+            .find(|(p, _)| path.starts_with(p.as_str()))
+            .map(|(_, a)| a)
+    }
+
+    fn error(&self, status: StatusCode, head: bool) -> Response<Body> {
+        let mut resp = match self.error_pages.iter().find(|(s, _)| *s == status) {
+            Some((_, page)) => {
+                let mut r = Response::new(body::full(page.clone()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                r
+            }
+            None => body::status_response(
+                status,
+                &status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase(),
+            ),
+        };
+        *resp.status_mut() = status;
+        if head {
+            *resp.body_mut() = body::empty();
+        }
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            // The request body may be half read: do not try to parse the rest as the
+            // next request.
+            StatusCode::BAD_REQUEST
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::PAYLOAD_TOO_LARGE => {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// Loads a certificate chain and key into a rustls config offering h2 and http/1.1.
+pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cert {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "cert {}: no certificate found",
+            files.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("key {}: {e}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("cert/key: {e}"))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A server whose configuration can be swapped while it runs.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<RwLock<Arc<State>>>,
+}
+
+impl Server {
+    /// Builds the running state from a configuration.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        let state = State::build(config)?;
+        Ok(Self {
+            state: Arc::new(RwLock::new(Arc::new(state))),
+        })
+    }
+
+    fn current(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies a new configuration to all future requests; requests in flight finish on
+    /// the old one. On error the old configuration stays. Listener changes need a
+    /// restart (sockets are not re-bound), and are reported in the error log.
+    pub fn reload(&self, config: &Config) -> Result<(), Error> {
+        let new = State::build(config)?;
+        let old = self.current();
+        let addrs = |l: &[Listen]| {
+            l.iter()
+                .map(|l| (l.addr, l.tls.clone()))
+                .collect::<Vec<_>>()
+        };
+        if addrs(&old.listen) != addrs(&new.listen) {
+            new.elog.log(
+                Level::Warn,
+                "listener changes need a restart; kept the old sockets",
+                &[],
+            );
+        }
+        new.elog.log(Level::Info, "configuration reloaded", &[]);
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        Ok(())
+    }
+
+    /// Re-reads a configuration file and applies it (what SIGHUP does). A failure is
+    /// written to the running error log and returned; the old configuration stays.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), Error> {
+        let result = Config::from_file(path)
+            .map_err(Error::from)
+            .and_then(|c| self.reload(&c));
+        if let Err(e) = &result {
+            self.current().elog.log(
+                Level::Error,
+                "reload failed; keeping the running configuration",
+                &[("file", &path.display()), ("error", e)],
+            );
+        }
+        result
+    }
+
+    /// Binds every `[[listen]]` of the configuration and serves them until `shutdown`.
+    pub async fn run(
+        &self,
+        config: &Config,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut set = JoinSet::new();
+        let mut bound = Vec::new();
+        for l in &config.listen {
+            let listener = TcpListener::bind(l.addr)
+                .await
+                .map_err(|source| Error::Bind {
+                    addr: l.addr,
+                    source,
+                })?;
+            bound.push(listener.local_addr()?);
+            let tls = match &l.tls {
+                Some(files) => Some(load_tls(files).map_err(Error::Tls)?),
+                None => None,
+            };
+            let this = self.clone();
+            let mut rx = rx.clone();
+            set.spawn(async move {
+                this.serve(listener, tls, async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+            });
+        }
+        self.current().elog.log(
+            Level::Info,
+            "listening",
+            // The bound addresses, so a config with port 0 can be found by whoever started us.
+            &[("addrs", &format!("{bound:?}"))],
+        );
+        shutdown.await;
+        let _ = tx.send(true);
+        while let Some(r) = set.join_next().await {
+            r.map_err(|e| Error::Io(io::Error::other(e)))??;
+        }
+        Ok(())
+    }
+
+    /// Serves one already-bound listener until `shutdown` completes, then drains. With
+    /// `tls`, connections are TLS and ALPN picks h2 or http/1.1; without, plain HTTP/1.1
+    /// and prior-knowledge h2c.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let graceful = GracefulShutdown::new();
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.current().elog.log(Level::Error, "accept failed", &[("error", &e)]);
+                            // EMFILE and friends: back off instead of spinning on the error.
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let this = self.clone();
+                    let watcher = graceful.watcher();
+                    let acceptor = acceptor.clone();
+                    conns.spawn(async move {
+                        let state = this.current();
+                        let timeout = state.limits.header_timeout;
+                        match acceptor {
+                            None => this.connection(stream, remote, false, None, watcher).await,
+                            Some(acc) => match tokio::time::timeout(timeout, acc.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                                    this.connection(tls, remote, true, Some(h2), watcher).await
+                                }
+                                Ok(Err(e)) => state.elog.log(Level::Warn, "TLS handshake failed", &[("client", &remote), ("error", &e)]),
+                                Err(_) => state.elog.log(Level::Warn, "TLS handshake timed out", &[("client", &remote)]),
+                            },
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        let drain = self.current().limits.drain_timeout;
+        let drained = tokio::time::timeout(drain, async {
+            graceful.shutdown().await;
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.current().elog.log(
+                Level::Warn,
+                "drain timed out; closing remaining connections",
+                &[("connections", &conns.len())],
+            );
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    /// One client connection. `h2` is the ALPN verdict for TLS, `None` for plain TCP.
+    async fn connection<I>(
+        &self,
+        mut io: I,
+        remote: SocketAddr,
+        https: bool,
+        h2: Option<bool>,
+        watcher: Watcher,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = self.current();
+        let limits = state.limits.clone();
+        let mut prefix = Vec::new();
+        let h2 = match h2 {
+            Some(h2) => h2,
+            None => match tokio::time::timeout(limits.header_timeout, sniff(&mut io, &mut prefix))
+                .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(_)) => return,
+                // Nothing arrived: an idle connection, closed without a word.
+                Err(_) if prefix.is_empty() => return,
+                Err(_) => {
+                    // Part of an h2 preface (or of "PRI"), then silence: a slow client.
+                    let _ = write_408(&mut io).await;
+                    state.access.write(&blank_entry(remote, 408), 0);
+                    return;
+                }
+            },
+        };
+        let (ret_tx, ret_rx) = oneshot::channel();
+        let guard = Guard {
+            io: Some(io),
+            prefix: Bytes::from(prefix),
+            partial: false,
+            ret: Some(ret_tx),
+        };
+        let this = self.clone();
+        let info = Arc::new(ClientInfo { remote, https });
+        let svc = service_fn(move |req| {
+            let this = this.clone();
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, &info).await) }
+        });
+        let io = TokioIo::new(guard);
+        let result = if h2 {
+            let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            b.timer(TokioTimer::new())
+                .max_header_list_size(limits.max_header_size as u32)
+                .max_concurrent_streams(256)
+                .keep_alive_interval(Some(limits.header_timeout));
+            watcher.watch(b.serve_connection(io, svc)).await
+        } else {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_header_size(limits.max_header_size as usize)
+                .max_headers(limits.max_headers)
+                // A head that never completes is refused at this size too (431).
+                .max_buf_size((limits.max_header_size as usize + 8192).max(64 << 10))
+                .keep_alive(true);
+            watcher.watch(b.serve_connection(io, svc)).await
+        };
+        let Ok((mut io, partial)) = ret_rx.await else {
+            return;
+        };
+        if let Err(e) = &result
+            && e.is_timeout()
+            && partial
+        {
+            let _ = write_408(&mut io).await;
+            state.access.write(&blank_entry(remote, 408), 0);
+            state.elog.log(
+                Level::Warn,
+                "client sent its request head too slowly",
+                &[("client", &remote)],
+            );
+        }
+        linger(&mut io).await;
+    }
+
+    async fn handle(&self, req: Request<Incoming>, info: &ClientInfo) -> Response<Body> {
+        let state = self.current();
+        let time = SystemTime::now();
+        let head = req.method() == Method::HEAD;
+        let entry = (!state.access.is_off()).then(|| AccessEntry {
+            remote: info.remote,
+            time,
+            request_line: format!(
+                "{} {} {}",
+                req.method(),
+                req.uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or_else(|| req.uri().path()),
+                version_str(req.version())
+            ),
+            status: 0,
+            referer: header_string(&req, header::REFERER),
+            user_agent: header_string(&req, header::USER_AGENT),
+        });
+        let mut resp = route(&state, req, info, head).await;
+        resp.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static("web-tier"));
+        match entry {
+            None => resp,
+            Some(mut entry) => {
+                entry.status = resp.status().as_u16();
+                resp.map(|b| {
+                    Body::new(LogBody {
+                        inner: b,
+                        bytes: 0,
+                        entry: Some(entry),
+                        state: state.clone(),
+                    })
+                })
+            }
+        }
+    }
+}
+
+async fn route(
+    state: &State,
+    mut req: Request<Incoming>,
+    info: &ClientInfo,
+    head: bool,
+) -> Response<Body> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is a 400.
+    let host_ok = match req.version() {
+        Version::HTTP_11 => hosts == 1,
+        _ => hosts <= 1,
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let host_name = host.as_deref().map(|h| match h.rfind(':') {
+        Some(i) if !h.ends_with(']') => &h[..i],
+        _ => h,
+    });
+    let vhost = state.vhost(host_name);
+    if !host_ok {
+        return vhost.error(StatusCode::BAD_REQUEST, head);
+    }
+    if let Some(expect) = req.headers().get(header::EXPECT)
+        && !expect.as_bytes().eq_ignore_ascii_case(b"100-continue")
+    {
+        return vhost.error(StatusCode::EXPECTATION_FAILED, head);
+    }
+    let Some(action) = vhost.locate(req.uri().path()) else {
+        return vhost.error(StatusCode::NOT_FOUND, head);
+    };
+    let limits = BodyLimits {
+        max_size: state.limits.max_body_size,
+        timeout: state.limits.body_timeout,
+    };
+    match action {
+        Action::Static(root) => {
+            if !req.body().is_end_stream()
+                && let Err(status) = drain(req.body_mut(), limits).await
+            {
+                return vhost.error(status, head);
+            }
+            let (parts, _) = req.into_parts();
+            match static_files::serve(root.clone(), &parts.method, &parts.uri, &parts.headers).await
+            {
+                Ok(r) => r,
+                Err(status) => vhost.error(status, head),
+            }
+        }
+        Action::Proxy(group) => {
+            match proxy::forward(group.clone(), req, info, limits, &state.elog).await {
+                Ok(r) => r,
+                Err(e) => vhost.error(e.0, head),
+            }
+        }
+    }
+}
+
+/// Reads and discards a request body sent to a static location, enforcing the same
+/// limits as the proxy so a malformed or endless body gets its 4xx.
+async fn drain(body: &mut Incoming, limits: BodyLimits) -> Result<(), StatusCode> {
+    let mut total = 0u64;
+    loop {
+        match tokio::time::timeout(limits.timeout, body.frame()).await {
+            Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
+            Ok(Some(Ok(f))) => {
+                total += f.data_ref().map_or(0, |d| d.len() as u64);
+                if total > limits.max_size {
+                    return Err(StatusCode::PAYLOAD_TOO_LARGE);
+                }
+            }
+        }
+    }
+}
+
+fn header_string(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn version_str(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/3.0",
+    }
+}
+
+fn blank_entry(remote: SocketAddr, status: u16) -> AccessEntry {
+    AccessEntry {
+        remote,
+        time: SystemTime::now(),
+        request_line: String::new(),
+        status,
+        referer: None,
+        user_agent: None,
+    }
+}
+
+/// nginx's lingering close: after our side is done, read and discard what the client is
+/// still sending for a short while. Closing a socket with unread input makes the kernel
+/// send RST, which can destroy the error response (413, 400, 408) before the client has
+/// read it. A client that already closed costs one read returning 0.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(io: &mut I) {
+    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut buf = [0u8; 8192];
+        let mut left: usize = 1 << 20;
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 || n >= left {
+                break;
+            }
+            left -= n;
+        }
+    })
+    .await;
+}
+
+async fn write_408<I: AsyncWrite + Unpin>(io: &mut I) -> io::Result<()> {
+    let date = httpdate::fmt_http_date(SystemTime::now());
+    let msg = format!(
+        "HTTP/1.1 408 Request Timeout\r\nDate: {date}\r\nServer: web-tier\r\nContent-Type: text/plain\r\nContent-Length: 16\r\nConnection: close\r\n\r\nrequest timeout\n"
+    );
+    io.write_all(msg.as_bytes()).await?;
+    io.shutdown().await
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes either are the h2 preface or cannot be; returns whether they
+/// are. The bytes read are left in `buf` to be replayed to the protocol handler.
+async fn sniff<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>) -> io::Result<bool> {
+    loop {
+        let mut chunk = [0u8; 24];
+        let want = H2_PREFACE.len() - buf.len();
+        let n = io.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf[..] != H2_PREFACE[..buf.len()] {
+            return Ok(false);
+        }
+        if buf.len() == H2_PREFACE.len() {
+            return Ok(true);
+        }
+    }
+}
+
+/// Connection I/O as hyper sees it: replays the sniffed prefix, tracks whether part of a
+/// request has arrived since the last write, and hands the socket back when dropped.
+struct Guard<I> {
+    io: Option<I>,
+    prefix: Bytes,
+    partial: bool,
+    ret: Option<oneshot::Sender<(I, bool)>>,
+}
+
+impl<I> Drop for Guard<I> {
+    fn drop(&mut self) {
+        if let (Some(io), Some(tx)) = (self.io.take(), self.ret.take()) {
+            let _ = tx.send((io, self.partial));
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::from(io::ErrorKind::NotConnected)
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            this.partial = true;
+            return Poll::Ready(Ok(()));
+        }
+        let Some(io) = this.io.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let before = buf.filled().len();
+        let res = Pin::new(io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.partial = true;
+        }
+        res
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let Some(io) = this.io.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let res = Pin::new(io).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.partial = false;
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let Some(io) = this.io.as_mut() else {
+            return Poll::Ready(Err(gone()));
+        };
+        let res = Pin::new(io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.partial = false;
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+/// Counts the body bytes sent and writes the access log line when the response is done
+/// (or the client went away), which is when nginx logs too.
+struct LogBody {
+    inner: Body,
+    bytes: u64,
+    entry: Option<AccessEntry>,
+    state: Arc<State>,
+}
+
+impl HttpBody for LogBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &res {
+            let n = f.data_ref().map_or(0, |d| d.len() as u64);
+            self.bytes += n;
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LogBody {
+    fn drop(&mut self) {
+        if let Some(e) = self.entry.take() {
+            self.state.access.write(&e, self.bytes);
+        }
+    }
+}

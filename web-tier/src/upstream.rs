@@ -1,0 +1,412 @@
+//! Upstream groups: server selection (weighted round robin, least connections), passive
+//! health (nginx's `max_fails` / `fail_timeout`) and per-server keep-alive pools.
+//!
+//! The pool is our own rather than hyper-util's legacy client because the retry rules
+//! need to know whether a request left this process: with `hyper::client::conn`, a
+//! connect failure leaves the request (and its streaming body) in our hands, and
+//! `try_send_request` hands it back when a pooled connection died before sending. That is
+//! what lets a POST be retried after a refused connect but never after it was sent.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use crate::body::{Body, BoxError};
+use crate::config::{Balance, UpstreamGroup};
+
+/// A running upstream group.
+pub struct Group {
+    /// Name from the config (`[upstream.NAME]`).
+    pub name: String,
+    balance: Balance,
+    /// The servers, in config order.
+    pub peers: Vec<Arc<Peer>>,
+    /// Smooth weighted round robin state: each peer's current weight.
+    current: Mutex<Vec<i64>>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Read timeout (to the response head and between body chunks).
+    pub read_timeout: Duration,
+    max_fails: u32,
+    fail_timeout: Duration,
+    keepalive: usize,
+}
+
+/// One upstream server.
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    weight: i64,
+    /// Requests in flight (for least connections).
+    active: AtomicUsize,
+    health: Mutex<Health>,
+    idle: Mutex<Vec<SendRequest<Body>>>,
+}
+
+#[derive(Default)]
+struct Health {
+    fails: u32,
+    window_start: Option<Instant>,
+    down_until: Option<Instant>,
+}
+
+/// Why a connection to an upstream could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No connection within `connect_timeout`.
+    #[error("connect timed out")]
+    Timeout,
+    /// Refused, unreachable, reset.
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP/1 handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+impl Group {
+    /// Builds a group from its validated config.
+    pub fn new(name: &str, cfg: &UpstreamGroup) -> Self {
+        Self {
+            name: name.to_owned(),
+            balance: cfg.balance,
+            peers: cfg
+                .servers
+                .iter()
+                .map(|s| {
+                    Arc::new(Peer {
+                        addr: s.addr,
+                        weight: i64::from(s.weight),
+                        active: AtomicUsize::new(0),
+                        health: Mutex::new(Health::default()),
+                        idle: Mutex::new(Vec::new()),
+                    })
+                })
+                .collect(),
+            current: Mutex::new(vec![0; cfg.servers.len()]),
+            connect_timeout: cfg.connect_timeout,
+            read_timeout: cfg.read_timeout,
+            max_fails: cfg.max_fails,
+            fail_timeout: cfg.fail_timeout,
+            keepalive: cfg.keepalive,
+        }
+    }
+
+    /// Picks the next peer, skipping those already tried for this request and those
+    /// marked down. `None` means no live upstream (502).
+    pub fn select(&self, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let mut cands: Vec<usize> = (0..self.peers.len())
+            .filter(|i| !tried.contains(i) && self.peers[*i].available(now))
+            .collect();
+        if cands.is_empty() {
+            return None;
+        }
+        if self.balance == Balance::LeastConn {
+            // Compare active/weight without division: a*wb < b*wa.
+            let load = |i: usize| {
+                let p = &self.peers[i];
+                (p.active.load(Ordering::Relaxed) as i64, p.weight)
+            };
+            let (ba, bw) = cands
+                .iter()
+                .map(|&i| load(i))
+                .min_by(|(a, wa), (b, wb)| (a * wb).cmp(&(b * wa)))
+                .unwrap_or((0, 1));
+            cands.retain(|&i| {
+                let (a, w) = load(i);
+                a * bw == ba * w
+            });
+        }
+        Some(self.smooth_wrr(&cands))
+    }
+
+    /// nginx's smooth weighted round robin: every candidate gains its weight, the
+    /// largest wins and pays back the total. Spreads a 5:1:1 group as a,a,b,a,c,a,a
+    /// rather than a,a,a,a,a,b,c.
+    fn smooth_wrr(&self, cands: &[usize]) -> usize {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let total: i64 = cands.iter().map(|&i| self.peers[i].weight).sum();
+        let mut best = cands[0];
+        for &i in cands {
+            cur[i] += self.peers[i].weight;
+            if cur[i] > cur[best] {
+                best = i;
+            }
+        }
+        cur[best] -= total;
+        best
+    }
+
+    /// Records a failed attempt; returns true if this marked the peer down.
+    pub fn record_failure(&self, i: usize) -> bool {
+        if self.max_fails == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let mut h = self.peers[i]
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if h.window_start
+            .is_none_or(|s| now.duration_since(s) > self.fail_timeout)
+        {
+            h.window_start = Some(now);
+            h.fails = 0;
+        }
+        h.fails += 1;
+        if h.fails >= self.max_fails {
+            h.down_until = Some(now + self.fail_timeout);
+            h.fails = 0;
+            h.window_start = None;
+            return true;
+        }
+        false
+    }
+
+    /// Records a success: the failure count starts over.
+    pub fn record_success(&self, i: usize) {
+        let mut h = self.peers[i]
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        h.fails = 0;
+        h.window_start = None;
+        h.down_until = None;
+    }
+
+    /// A ready connection to peer `i`: pooled if one is alive, else a new one.
+    pub async fn connection(&self, i: usize) -> Result<SendRequest<Body>, ConnectError> {
+        let peer = &self.peers[i];
+        loop {
+            let pooled = {
+                let mut idle = peer.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.pop()
+            };
+            let Some(mut sender) = pooled else { break };
+            if sender.is_closed() {
+                continue;
+            }
+            // A pooled connection becomes ready once its previous response finished,
+            // which it has; an error means the upstream closed it meanwhile.
+            if let Ok(Ok(())) = tokio::time::timeout(self.connect_timeout, sender.ready()).await {
+                return Ok(sender);
+            }
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = tokio::time::timeout(
+            self.connect_timeout,
+            hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout)??;
+        tokio::spawn(async move {
+            // The connection's errors surface through the request that hit them.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Marks a request in flight on peer `i` until the guard drops.
+    pub fn begin(&self, i: usize) -> ActiveGuard {
+        self.peers[i].active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.peers[i].clone())
+    }
+
+    /// Wraps an upstream response body: enforces the read timeout between chunks and
+    /// returns the connection to the pool once the body has been read to its end.
+    pub fn response_body(
+        &self,
+        i: usize,
+        body: Incoming,
+        sender: SendRequest<Body>,
+        guard: ActiveGuard,
+    ) -> UpstreamBody {
+        UpstreamBody {
+            inner: body,
+            ret: Some((sender, self.peers[i].clone(), self.keepalive)),
+            read_timeout: self.read_timeout,
+            sleep: Box::pin(tokio::time::sleep(self.read_timeout)),
+            _guard: guard,
+        }
+    }
+
+    /// Requests in flight on peer `i`.
+    pub fn active(&self, i: usize) -> usize {
+        self.peers[i].active.load(Ordering::Relaxed)
+    }
+}
+
+impl Peer {
+    fn available(&self, now: Instant) -> bool {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        h.down_until.is_none_or(|t| now >= t)
+    }
+
+    fn checkin(&self, sender: SendRequest<Body>, cap: usize) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < cap {
+            idle.push(sender);
+        }
+    }
+}
+
+/// Counts a request as in flight on a peer while alive.
+pub struct ActiveGuard(Arc<Peer>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The upstream's response body on its way to the client.
+pub struct UpstreamBody {
+    inner: Incoming,
+    ret: Option<(SendRequest<Body>, Arc<Peer>, usize)>,
+    read_timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    _guard: ActiveGuard,
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                let deadline = tokio::time::Instant::now() + this.read_timeout;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.ret = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                if let Some((s, p, cap)) = this.ret.take() {
+                    p.checkin(s, cap);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                if this.sleep.as_mut().poll(cx).is_ready() {
+                    // Dropping the sender with the half-read body closes the connection.
+                    this.ret = None;
+                    return Poll::Ready(Some(Err("upstream read timed out".into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body with nothing in it (HEAD, 204, 304, Content-Length: 0) may never be
+        // polled; its connection is still reusable.
+        if self.inner.is_end_stream()
+            && let Some((s, p, cap)) = self.ret.take()
+        {
+            p.checkin(s, cap);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamServer;
+
+    fn group(balance: Balance, weights: &[u32], max_fails: u32) -> Group {
+        let cfg = UpstreamGroup {
+            balance,
+            servers: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| UpstreamServer {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
+                    weight: w,
+                })
+                .collect(),
+            keepalive: 4,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            max_fails,
+            fail_timeout: Duration::from_secs(60),
+        };
+        Group::new("g", &cfg)
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin() {
+        let g = group(Balance::RoundRobin, &[5, 1, 1], 1);
+        let picks: Vec<usize> = (0..7).map(|_| g.select(&[]).unwrap()).collect();
+        assert_eq!(picks, [0, 0, 1, 0, 2, 0, 0]);
+        let g = group(Balance::RoundRobin, &[1, 1], 1);
+        let picks: Vec<usize> = (0..4).map(|_| g.select(&[]).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn least_conn_prefers_idle_weighted() {
+        let g = group(Balance::LeastConn, &[1, 1, 2], 1);
+        let _a = g.begin(0);
+        let _b = g.begin(2);
+        // Loads: 1/1, 0/1, 1/2 -> peer 1.
+        assert_eq!(g.select(&[]), Some(1));
+        let _c = g.begin(1);
+        // Loads: 1/1, 1/1, 1/2 -> peer 2.
+        assert_eq!(g.select(&[]), Some(2));
+        drop(_a);
+        assert_eq!(g.active(0), 0);
+        assert_eq!(g.select(&[]), Some(0));
+    }
+
+    #[test]
+    fn passive_health_marks_down_and_skips_tried() {
+        let g = group(Balance::RoundRobin, &[1, 1], 2);
+        assert!(!g.record_failure(0));
+        assert!(g.record_failure(0));
+        for _ in 0..4 {
+            assert_eq!(g.select(&[]), Some(1));
+        }
+        assert_eq!(g.select(&[1]), None);
+        g.record_success(0);
+        assert_eq!(g.select(&[1]), Some(0));
+        // max_fails = 0 never marks down.
+        let g = group(Balance::RoundRobin, &[1], 0);
+        assert!(!g.record_failure(0));
+        assert_eq!(g.select(&[]), Some(0));
+    }
+}

@@ -1,0 +1,365 @@
+//! Reverse proxy over real sockets, with in-test upstream servers: header rewriting,
+//! keep-alive pools, balancing, retries when an upstream dies, 502/504, streaming bodies
+//! and body limits.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+
+use common::{ResetUpstream, Upstream, Web, curl, request, wait_for};
+
+fn dead_addr() -> SocketAddr {
+    // Bind, note the port, close: connecting to it is refused.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A config with one upstream group `app` (mounted at /api/) built from `servers`
+/// (`(addr, weight)`), plus extra group settings.
+fn config(servers: &[(SocketAddr, u32)], group_extra: &str) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+        .collect();
+    format!(
+        r#"
+[log]
+access = "off"
+error = "{{dir}}/error.log"
+
+[limits]
+max_body_size = "64k"
+body_timeout = "1s"
+drain_timeout = "2s"
+
+[upstream.app]
+server = [{}]
+{group_extra}
+
+[[server]]
+[[server.location]]
+prefix = "/api/"
+proxy = "app"
+[[server.location]]
+prefix = "/"
+root = "{{dir}}"
+"#,
+        list.join(", ")
+    )
+}
+
+fn get(web: &Web, path: &str) -> common::Resp {
+    web.get(path, &[])
+}
+
+fn send(web: &Web, req: &str) -> common::Resp {
+    request(web.addr, req.as_bytes())
+}
+
+#[test]
+fn forwards_headers_and_strips_hop_by_hop() {
+    let up = Upstream::start("a");
+    let web = Web::start(&config(&[(up.addr, 1)], ""), &[]);
+    let r = send(
+        &web,
+        "GET /api/echo?q=1&r=%20 HTTP/1.1\r\nHost: app.example:8080\r\nX-Forwarded-For: 192.0.2.7\r\n\
+         Connection: keep-alive, x-client-hop\r\nX-Client-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+         Proxy-Authorization: Basic Zm9v\r\nX-Custom: kept\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let echo = r.text();
+    let lines: Vec<&str> = echo.lines().collect();
+    for want in [
+        "method: GET",
+        "path: /api/echo?q=1&r=%20",
+        "host: app.example:8080",
+        "x-forwarded-for: 192.0.2.7, 127.0.0.1",
+        "x-real-ip: 127.0.0.1",
+        "x-forwarded-proto: http",
+        "x-custom: kept",
+        "body-len: 0",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{echo}");
+    }
+    for gone in [
+        "x-client-hop",
+        "keep-alive",
+        "te:",
+        "proxy-authorization",
+        "connection: keep-alive",
+    ] {
+        assert!(!echo.contains(gone), "{gone:?} was forwarded:\n{echo}");
+    }
+    // Response hop-by-hop headers (and those its Connection names) are stripped too.
+    assert_eq!(r.header("x-upstream"), Some("a"));
+    assert_eq!(r.header("x-hop"), None);
+    assert_eq!(r.header("keep-alive"), None);
+}
+
+#[test]
+fn keep_alive_pool_reuses_upstream_connections() {
+    let up = Upstream::start("a");
+    let web = Web::start(&config(&[(up.addr, 1)], "keepalive = 4"), &[]);
+    for _ in 0..10 {
+        assert_eq!(get(&web, "/api/echo").status, 200);
+    }
+    assert_eq!(up.seen.requests.load(Ordering::SeqCst), 10);
+    assert_eq!(
+        up.seen.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled connection"
+    );
+}
+
+#[test]
+fn weighted_round_robin_follows_weights() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let web = Web::start(&config(&[(a.addr, 3), (b.addr, 1)], ""), &[]);
+    let order: Vec<String> = (0..8)
+        .map(|_| {
+            get(&web, "/api/echo")
+                .header("x-upstream")
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order, ["a", "a", "b", "a", "a", "a", "b", "a"]);
+}
+
+#[test]
+fn least_conn_avoids_the_busy_server() {
+    let a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let web = Web::start(
+        &config(
+            &[(a.addr, 1), (b.addr, 1)],
+            "balance = \"least_conn\"\nread_timeout = \"30s\"",
+        ),
+        &[],
+    );
+    // Park one request on `a` (the first pick on a tie).
+    let addr = web.addr;
+    let hanging = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(common::WAIT)).unwrap();
+        s.write_all(b"GET /api/hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    });
+    wait_for("hang request at a", || {
+        (a.seen.requests.load(Ordering::SeqCst) == 1).then_some(())
+    });
+    for _ in 0..4 {
+        assert_eq!(get(&web, "/api/echo").header("x-upstream"), Some("b"));
+    }
+    drop(web);
+    hanging.join().unwrap();
+}
+
+#[test]
+fn upstream_killed_mid_test_idempotent_requests_all_succeed() {
+    let mut a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let web = Web::start(
+        &config(
+            &[(a.addr, 1), (b.addr, 1)],
+            "max_fails = 1\nfail_timeout = \"30s\"",
+        ),
+        &[],
+    );
+    let mut served_by = Vec::new();
+    for i in 0..20 {
+        if i == 6 {
+            a.kill();
+        }
+        let method = ["GET", "HEAD", "PUT", "DELETE", "OPTIONS"][i % 5];
+        let r = send(
+            &web,
+            &format!("{method} /api/echo/{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(r.status, 200, "request {i} ({method})");
+        served_by.push(r.header("x-upstream").unwrap().to_owned());
+    }
+    assert!(served_by[..6].contains(&"a".to_owned()));
+    assert!(served_by[6..].iter().all(|u| u == "b"), "{served_by:?}");
+    let log = common::read_string(&web.path("error.log"));
+    assert!(log.contains("\"marked_down\":\"true\""), "{log}");
+}
+
+#[test]
+fn non_idempotent_request_is_not_retried_once_sent() {
+    let r_up = ResetUpstream::start();
+    let b = Upstream::start("b");
+    // max_fails = 0 keeps the reset server in rotation, so the order is r, b, r, b.
+    let web = Web::start(
+        &config(&[(r_up.addr, 1), (b.addr, 1)], "max_fails = 0"),
+        &[],
+    );
+    let post =
+        "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    let first = send(&web, post);
+    assert_eq!(first.status, 502);
+    assert_eq!(first.text(), "bad gateway\n");
+    let second = send(&web, post);
+    assert_eq!(second.status, 200);
+    assert!(second.text().contains("body-len: 3"));
+    // A GET that hits the reset server is retried on b.
+    let get = get(&web, "/api/echo");
+    assert_eq!(get.status, 200);
+    assert_eq!(get.header("x-upstream"), Some("b"));
+    assert_eq!(r_up.seen.method("POST"), 1);
+    assert_eq!(r_up.seen.method("GET"), 1);
+    assert_eq!(
+        b.seen.method("POST"),
+        1,
+        "the failed POST was not replayed on b"
+    );
+    assert_eq!(b.seen.method("GET"), 1);
+}
+
+#[test]
+fn upstream_killed_during_a_post_fails_it_cleanly_without_replay() {
+    let mut a = Upstream::start("a");
+    let b = Upstream::start("b");
+    let web = Web::start(
+        &config(&[(a.addr, 1), (b.addr, 1)], "read_timeout = \"30s\""),
+        &[],
+    );
+    let addr = web.addr;
+    let post = std::thread::spawn(move || {
+        request(
+            addr,
+            b"POST /api/gate HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody",
+        )
+    });
+    wait_for("POST held at a", || {
+        (a.seen.method("POST") == 1).then_some(())
+    });
+    a.kill();
+    let r = post.join().unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), "bad gateway\n");
+    assert_eq!(b.seen.method("POST"), 0, "the POST was not replayed on b");
+    // Idempotent traffic carries on, on b.
+    for _ in 0..3 {
+        let r = get(&web, "/api/echo");
+        assert_eq!((r.status, r.header("x-upstream")), (200, Some("b")));
+    }
+}
+
+#[test]
+fn refused_connect_is_retried_even_for_post() {
+    let b = Upstream::start("b");
+    let web = Web::start(&config(&[(dead_addr(), 1), (b.addr, 1)], ""), &[]);
+    for _ in 0..3 {
+        let r = send(
+            &web,
+            "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        );
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("body-len: 5"));
+    }
+    assert_eq!(b.seen.method("POST"), 3);
+}
+
+#[test]
+fn timeouts_give_504_and_dead_upstreams_502() {
+    let up = Upstream::start("a");
+    let web = Web::start(
+        &config(&[(up.addr, 1)], "read_timeout = \"300ms\"\nmax_fails = 0"),
+        &[],
+    );
+    let r = get(&web, "/api/hang");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.text(), "gateway timeout\n");
+    // The server is still fine for other requests.
+    assert_eq!(get(&web, "/api/echo").status, 200);
+    let log = common::read_string(&web.path("error.log"));
+    let line = log
+        .lines()
+        .find(|l| l.contains("upstream read timed out"))
+        .expect(&log);
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "warn");
+    assert_eq!(v["upstream"], "app");
+    assert_eq!(v["peer"], up.addr.to_string());
+
+    let dead = Web::start(&config(&[(dead_addr(), 1), (dead_addr(), 1)], ""), &[]);
+    let r = get(&dead, "/api/echo");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.text(), "bad gateway\n");
+    // Both are now marked down: no live upstreams, still a clean 502.
+    let r = get(&dead, "/api/echo");
+    assert_eq!(r.status, 502);
+    let log = common::read_string(&dead.path("error.log"));
+    assert!(log.contains("no live upstreams"), "{log}");
+}
+
+#[test]
+fn request_and_response_bodies_stream_through() {
+    let up = Upstream::start("a");
+    let web = Web::start(&config(&[(up.addr, 1)], ""), &[]);
+    // Chunked upload, just under the 64k limit.
+    let data: Vec<u8> = (0..60_000u32).map(|i| (i % 256) as u8).collect();
+    let mut req = b"PUT /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in data.chunks(7000) {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = request(web.addr, &req);
+    assert_eq!(r.status, 200);
+    let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert!(r.text().contains("body-len: 60000\n"), "{}", r.text());
+    assert!(r.text().contains(&format!("body-sum: {sum}\n")));
+
+    // A 3 MB streamed (chunked) response, larger than any buffer on the way.
+    let r = curl(&[&web.url("/api/stream?3000000")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 3_000_000);
+    assert!(r.body.iter().all(|&b| b == b'x'));
+}
+
+#[test]
+fn body_limits_give_413_and_slow_bodies_408() {
+    let up = Upstream::start("a");
+    let web = Web::start(&config(&[(up.addr, 1)], ""), &[]);
+    // Declared too large: refused before anything reaches the upstream.
+    let r = send(
+        &web,
+        "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+    );
+    assert_eq!(r.status, 413);
+    assert_eq!(up.seen.requests.load(Ordering::SeqCst), 0);
+
+    // Chunked, grows past the limit while streaming.
+    let mut req =
+        b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        req.extend_from_slice(b"2000\r\n");
+        req.extend_from_slice(&[b'z'; 0x2000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let r = request(web.addr, &req);
+    assert_eq!(r.status, 413);
+
+    // Body stalls after 3 of 10 bytes.
+    let r = send(
+        &web,
+        "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    );
+    assert_eq!(r.status, 408);
+    // Same limits on a static location.
+    let r = send(
+        &web,
+        "GET /index.html HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    );
+    assert_eq!(r.status, 408);
+    assert_eq!(get(&web, "/api/echo").status, 200);
+}
