@@ -193,8 +193,14 @@ pub struct Config {
     pub _pad: u32,
     /// Outer IPv6 source prefix; the last 32 bits come from the flow hash.
     pub encap_src_v6_be: [u32; 4],
+    /// The LB's own MAC on the attached interface. Unicast frames for another host
+    /// pass untouched (`pass_other_host`): a veth, a bridge flooding unknown unicast or
+    /// a NIC in promiscuous mode shows XDP frames not meant for this node, and a
+    /// backup LB must not forward traffic the master owns. All zeros: no check.
+    pub lb_mac: [u8; 6],
+    pub _pad2: [u8; 2],
 }
-const _: () = assert!(size_of::<Config>() == 40);
+const _: () = assert!(size_of::<Config>() == 48);
 
 /// A per-CPU packets/bytes pair.
 #[repr(C)]
@@ -240,7 +246,9 @@ pub mod reason {
     pub const DROP_FRAG_ORPHAN: u32 = 12;
     /// Decapsulated by `xdp_decap` (backend side) and passed to the stack.
     pub const PASS_DECAP: u32 = 13;
-    pub const EXIT_COUNT: u32 = 14;
+    /// A unicast frame addressed to another host's MAC: passed untouched.
+    pub const PASS_OTHER_HOST: u32 = 14;
+    pub const EXIT_COUNT: u32 = 15;
 
     /// Conntrack lookup found the flow.
     pub const EVENT_CONNTRACK_HIT: u32 = 16;
@@ -273,7 +281,7 @@ pub mod reason {
         "drop_adjust_failed",
         "drop_frag_orphan",
         "pass_decap",
-        "",
+        "pass_other_host",
         "",
         "conntrack_hit",
         "conntrack_miss",

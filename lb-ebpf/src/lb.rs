@@ -120,6 +120,25 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
     forward(ctx, &pkt, &svc, backend_id, &backend, hash, &cfg)
 }
 
+/// Whether the frame is unicast to a MAC other than this LB's (see `Config::lb_mac`).
+/// Checked only before forwarding, where the header is at hand anyway: inserted at the
+/// top of `try_lb`, LLVM's register allocation changed into a shape the verifier
+/// rejects (32-bit packet pointers widened by shifts).
+#[inline(always)]
+fn for_other_host(ctx: &XdpContext, cfg: &Config) -> bool {
+    if cfg.lb_mac == [0; 6] {
+        return false;
+    }
+    match ptr_at::<EthHdr>(ctx, 0) {
+        // SAFETY: bounds checked.
+        Some(eth) => {
+            let dst = unsafe { (*eth).dst_addr };
+            dst[0] & 1 == 0 && dst != cfg.lb_mac
+        }
+        None => false,
+    }
+}
+
 #[inline(always)]
 fn config() -> Config {
     match CONFIG.get(0) {
@@ -241,6 +260,10 @@ fn forward(
     hash: u32,
     cfg: &Config,
 ) -> Verdict {
+    if for_other_host(ctx, cfg) {
+        // Fail open: unicast for another host (a backup LB on a flooding bridge).
+        return Err(reason::PASS_OTHER_HOST);
+    }
     let len = (ctx.data_end() - ctx.data()) as u64;
     let v = if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
         fwd::encap(ctx, pkt, b, hash, cfg)

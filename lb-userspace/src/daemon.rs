@@ -145,6 +145,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let mut rt = Runtime {
         macs: resolve_macs(&cfg).await?,
         ifindex: ifindexes(&cfg)?,
+        lb_mac: crate::dataplane::iface_mac(&cfg.interface)?,
         ..Runtime::default()
     };
     rt.down.clear();
@@ -231,6 +232,10 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin_server(socket.clone(), state.clone(), htx.clone()));
     let metrics = tokio::spawn(metrics_server(metrics_addr, state.clone()));
 
+    // Whether xdp_lb is still attached, for VRRP's tracking (a node whose data plane
+    // is gone must not hold the VIP).
+    let mut xdp_check = tokio::time::interval(Duration::from_secs(1));
+    xdp_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -241,6 +246,16 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
                 if t.up { st.rt.down.remove(&t.address); } else { st.rt.down.insert(t.address); }
                 if let Err(e) = apply(&mut st) {
                     log::error!("applying health change of {}: {e:#}", t.address);
+                }
+            }
+            _ = xdp_check.tick() => {
+                let (tracker, iface, dir) = {
+                    let st = lock(&state);
+                    (st.vrrp.clone(), st.cfg.interface.clone(), Dataplane::pin_dir(&st.cfg.instance))
+                };
+                if let Some(t) = tracker {
+                    let attached = xdp_attached(&iface, &dir).await;
+                    t.set_xdp_attached(attached);
                 }
             }
             _ = hup.recv() => {
@@ -268,6 +283,22 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let mut st = lock(&state);
     st.checks = None;
     st.dp.shutdown(opts.keep_pins)
+}
+
+/// The pinned link still exists and the interface reports an XDP program.
+async fn xdp_attached(iface: &str, pin_dir: &Path) -> bool {
+    if !pin_dir.join("link").exists() {
+        return false;
+    }
+    match tokio::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+        .await
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).contains("prog/xdp"),
+        // Cannot tell: do not fault the node on a missing tool.
+        Err(_) => true,
+    }
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {

@@ -344,6 +344,38 @@ impl Dataplane {
     }
 }
 
+/// The MAC address of `iface` in this process's network namespace (SIOCGIFHWADDR;
+/// no sysfs needed, which under `nsenter --net` shows the wrong namespace).
+pub fn iface_mac(iface: &str) -> anyhow::Result<[u8; 6]> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    if iface.is_empty() || iface.len() >= libc::IFNAMSIZ {
+        bail!("bad interface name {iface:?}");
+    }
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of the ifreq we pass.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        bail!("interface {iface}: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: the union member the ioctl wrote.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(sa.sa_data.iter()) {
+        *m = *b as u8;
+    }
+    Ok(mac)
+}
+
 /// Mounts bpffs at [`BPFFS`] if nothing is mounted there.
 pub fn ensure_bpffs() -> anyhow::Result<()> {
     let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();

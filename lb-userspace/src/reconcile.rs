@@ -155,6 +155,8 @@ pub struct Runtime {
     pub macs: BTreeMap<IpAddr, [u8; 6]>,
     /// ifindex of backend egress interfaces (redirect).
     pub ifindex: BTreeMap<String, u32>,
+    /// MAC of the interface xdp_lb is attached to (zero: accept any destination MAC).
+    pub lb_mac: [u8; 6],
 }
 
 impl Runtime {
@@ -255,6 +257,8 @@ impl Reconciler {
             encap_src_v4_be: u32::from_ne_bytes(enc.src_v4.octets()),
             _pad: 0,
             encap_src_v6_be: v6,
+            lb_mac: rt.lb_mac,
+            _pad2: [0; 2],
         })?;
 
         // Backends first: a ring never names an id whose entry is not written yet.

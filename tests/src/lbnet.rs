@@ -37,6 +37,9 @@ pub struct Opts {
     pub ring_size: u32,
     /// Extra TOML appended to the service section (health settings, ...).
     pub service_extra: String,
+    /// A second LB node with VRRP between the two: the VIP is owned by the master
+    /// (the client ARPs for it) instead of routed via the single LB.
+    pub failover: bool,
 }
 
 impl Default for Opts {
@@ -47,6 +50,7 @@ impl Default for Opts {
             mode: "l2",
             ring_size: 65537,
             service_extra: "health = { kind = \"tcp\", interval_ms = 100, timeout_ms = 80, rise = 2, fall = 2 }".into(),
+            failover: false,
         }
     }
 }
@@ -57,6 +61,18 @@ pub const NAME_PORT: u16 = 80;
 /// Port of the echo service: echoes each line prefixed by the backend name, keeping
 /// the connection open.
 pub const ECHO_PORT: u16 = 7;
+/// Port of a minimal HTTP/1.1 keep-alive responder: every request on a connection is
+/// answered `200` with the backend name as the body.
+pub const HTTP_PORT: u16 = 8080;
+
+/// The second LB node of a failover topology.
+pub struct Standby {
+    pub ns: Ns,
+    pub addr: IpAddr,
+    pub instance: String,
+    pub config: PathBuf,
+    pub controller: Option<Proc>,
+}
 
 pub struct LbNet {
     pub topo: Topology,
@@ -74,6 +90,8 @@ pub struct LbNet {
     pub instance: String,
     pub config: PathBuf,
     pub controller: Option<Proc>,
+    /// lb2, with `Opts::failover`.
+    pub standby: Option<Standby>,
     servers: Vec<Server>,
     _dir: TempDir,
 }
@@ -83,6 +101,7 @@ struct Server {
     stop: Arc<AtomicBool>,
     name_addr: SocketAddr,
     echo_addr: SocketAddr,
+    http_addr: SocketAddr,
     ns: Ns,
 }
 
@@ -99,10 +118,11 @@ impl Drop for Server {
             };
             SocketAddr::new(ip, a.port())
         };
-        let (a, b) = (lo(self.name_addr), lo(self.echo_addr));
+        let addrs = [lo(self.name_addr), lo(self.echo_addr), lo(self.http_addr)];
         let _ = in_netns(&ns, move || {
-            let _ = TcpStream::connect_timeout(&a, Duration::from_millis(200));
-            let _ = TcpStream::connect_timeout(&b, Duration::from_millis(200));
+            for a in addrs {
+                let _ = TcpStream::connect_timeout(&a, Duration::from_millis(200));
+            }
         });
     }
 }
@@ -128,11 +148,42 @@ impl Drop for TempDir {
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Name,
+    Echo,
+    Http,
+}
+
+/// Answers HTTP/1.1 requests (no bodies) on one connection until the client closes it.
+fn http_keepalive(c: &mut TcpStream, name: &str) {
+    let mut r = BufReader::new(c.try_clone().expect("clone"));
+    loop {
+        // The request head ends with an empty line.
+        let mut seen = 0;
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line.trim_end().is_empty() && seen > 0 => break,
+                Ok(_) => seen += 1,
+            }
+        }
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{name}",
+            name.len()
+        );
+        if c.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 fn serve(
     ns: &Ns,
     name: String,
     addr: SocketAddr,
-    echo: bool,
+    kind: Kind,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let l = in_netns(ns, move || TcpListener::bind(addr))??;
@@ -144,7 +195,9 @@ fn serve(
             let Ok(mut c) = conn else { continue };
             let name = name.clone();
             std::thread::spawn(move || {
-                if echo {
+                if kind == Kind::Http {
+                    http_keepalive(&mut c, &name);
+                } else if kind == Kind::Echo {
                     let mut r = BufReader::new(c.try_clone().expect("clone"));
                     let mut line = String::new();
                     while r.read_line(&mut line).is_ok_and(|n| n > 0) {
@@ -201,6 +254,14 @@ impl LbNet {
         }
         // The client's frames cross xdp_lb: their checksums must be on the wire.
         client.sw_checksums("eth0")?;
+        let standby_ns = if opts.failover {
+            let lb2 = topo.ns("lb2")?;
+            topo.plug(&lb2, "eth0", &sw, "br0", "plb2")?;
+            lb2.addr("eth0", &format!("{}/{plen}", addr(3)))?;
+            Some(lb2)
+        } else {
+            None
+        };
         let mut backend_addrs = Vec::new();
         let mut backend_macs = Vec::new();
         for (i, b) in backends.iter().enumerate() {
@@ -216,25 +277,35 @@ impl LbNet {
             backend_addrs.push(a);
             backend_macs.push(b.mac("eth0")?);
         }
-        // The client reaches the VIP through the LB.
-        client.route(&[
-            &format!("{vip}/{}", if opts.v6 { 128 } else { 32 }),
-            "via",
-            &lb_addr.to_string(),
-        ])?;
+        // The client reaches the VIP through the LB; with failover, through whichever
+        // LB owns it (VRRP adds it there and announces it by gratuitous ARP).
+        if !opts.failover {
+            client.route(&[
+                &format!("{vip}/{}", if opts.v6 { 128 } else { 32 }),
+                "via",
+                &lb_addr.to_string(),
+            ])?;
+        }
         // XDP_TX on a veth only delivers when the peer end runs XDP too.
-        let pin = pins.dir.join("plb_pass");
-        sw.run(&[
-            bin_path("lb").to_str().context("path")?,
-            "xdp",
-            "attach",
-            "--prog",
-            "xdp_pass",
-            "--iface",
-            "plb",
-            "--pin",
-            pin.to_str().context("path")?,
-        ])?;
+        let ports: &[&str] = if opts.failover {
+            &["plb", "plb2"]
+        } else {
+            &["plb"]
+        };
+        for port in ports {
+            let pin = pins.dir.join(format!("{port}_pass"));
+            sw.run(&[
+                bin_path("lb").to_str().context("path")?,
+                "xdp",
+                "attach",
+                "--prog",
+                "xdp_pass",
+                "--iface",
+                port,
+                "--pin",
+                pin.to_str().context("path")?,
+            ])?;
+        }
         if opts.mode == "encap" {
             for (i, b) in backends.iter().enumerate() {
                 let pin = pins.dir.join(format!("decap{i}"));
@@ -256,9 +327,21 @@ impl LbNet {
             lb.output(&["ping", "-c", "1", "-W", "1", &a.to_string()])?;
         }
         client.output(&["ping", "-c", "1", "-W", "1", &lb_addr.to_string()])?;
+        if let Some(lb2) = &standby_ns {
+            for a in &backend_addrs {
+                lb2.output(&["ping", "-c", "1", "-W", "1", &a.to_string()])?;
+            }
+        }
         let dir = TempDir::new(tag)?;
         let instance = format!("lbt-{}-{}", std::process::id(), crate::next_seq());
         let config = dir.0.join("lb.toml");
+        let standby = standby_ns.map(|ns| Standby {
+            ns,
+            addr: addr(3),
+            instance: format!("lbt-{}-{}", std::process::id(), crate::next_seq()),
+            config: dir.0.join("lb2.toml"),
+            controller: None,
+        });
         let mut net = Self {
             topo,
             pins,
@@ -275,6 +358,7 @@ impl LbNet {
             instance,
             config,
             controller: None,
+            standby,
             servers: Vec::new(),
             _dir: dir,
         };
@@ -299,13 +383,16 @@ impl LbNet {
         };
         let name_addr = SocketAddr::new(any, NAME_PORT);
         let echo_addr = SocketAddr::new(any, ECHO_PORT);
-        serve(&ns, name.clone(), name_addr, false, stop.clone())?;
-        serve(&ns, name, echo_addr, true, stop.clone())?;
+        let http_addr = SocketAddr::new(any, HTTP_PORT);
+        serve(&ns, name.clone(), name_addr, Kind::Name, stop.clone())?;
+        serve(&ns, name.clone(), echo_addr, Kind::Echo, stop.clone())?;
+        serve(&ns, name, http_addr, Kind::Http, stop.clone())?;
         self.servers.retain(|s| s.ns.name() != ns.name());
         self.servers.push(Server {
             stop,
             name_addr,
             echo_addr,
+            http_addr,
             ns,
         });
         Ok(())
@@ -317,8 +404,14 @@ impl LbNet {
         self.servers.retain(|s| s.ns.name() != name);
     }
 
-    /// The controller config with backends `which`, two services (name and echo).
+    /// The controller config with backends `which`, services name, echo and http.
     pub fn config_text(&self, which: &[usize]) -> String {
+        self.node_config_text(which, 0)
+    }
+
+    /// The config of LB node `node` (0 = lb1, 1 = lb2): identical services (so both
+    /// build identical rings), its own instance, and with failover its VRRP section.
+    pub fn node_config_text(&self, which: &[usize], node: usize) -> String {
         let backends: Vec<String> = which
             .iter()
             .map(|&i| {
@@ -338,16 +431,33 @@ impl LbNet {
                 backends.join(", ")
             )
         };
-        format!(
-            "instance = \"{}\"\ninterface = \"eth0\"\nhash_seed = 7\nconntrack_size = 65536\n\n{}\n{}",
-            self.instance,
+        let instance = match (node, &self.standby) {
+            (1, Some(s)) => &s.instance,
+            _ => &self.instance,
+        };
+        let mut text = format!(
+            "instance = \"{instance}\"\ninterface = \"eth0\"\nhash_seed = 7\nconntrack_size = 65536\n\n{}\n{}\n{}",
             svc("name", NAME_PORT),
-            svc("echo", ECHO_PORT)
-        )
+            svc("echo", ECHO_PORT),
+            svc("http", HTTP_PORT)
+        );
+        if self.standby.is_some() {
+            text.push_str(&format!(
+                "\n[failover]\ninterface = \"eth0\"\nvrid = 42\npriority = {}\nadvert_interval_ms = 100\nvips = [\"{}\"]\n",
+                if node == 0 { 150 } else { 100 },
+                self.vip
+            ));
+        }
+        text
     }
 
     pub fn write_config(&self, which: &[usize]) -> anyhow::Result<()> {
-        std::fs::write(&self.config, self.config_text(which)).context("writing lb.toml")
+        std::fs::write(&self.config, self.config_text(which)).context("writing lb.toml")?;
+        if let Some(s) = &self.standby {
+            std::fs::write(&s.config, self.node_config_text(which, 1))
+                .context("writing lb2.toml")?;
+        }
+        Ok(())
     }
 
     /// Admin socket of the controller.
@@ -357,27 +467,35 @@ impl LbNet {
 
     /// Starts `lb run` on the LB node and waits until it answers `lb status`.
     pub fn start_controller(&mut self) -> anyhow::Result<()> {
-        let lb = bin_path("lb");
-        let p = self.lb.spawn(&[
-            lb.to_str().context("path")?,
-            "run",
-            "--config",
-            self.config.to_str().context("path")?,
-            "--xdp-mode",
-            "drv",
-        ])?;
-        self.controller = Some(p);
-        let mut ctl = self.controller.take().expect("just set");
-        wait_for(
-            "the controller's admin socket",
-            Duration::from_secs(20),
-            || {
-                assert!(ctl.alive(), "lb run exited early");
-                self.lb_cmd(&["status", "--json"]).ok().map(drop)
-            },
-        );
-        self.controller = Some(ctl);
+        let p = spawn_controller(&self.lb, &self.config)?;
+        self.controller = Some(wait_ready(p, &self.lb, &self.socket())?);
         Ok(())
+    }
+
+    /// Starts `lb run` on lb2 (failover topologies).
+    pub fn start_standby(&mut self) -> anyhow::Result<()> {
+        let s = self
+            .standby
+            .as_mut()
+            .context("no standby in this topology")?;
+        let sock = PathBuf::from(format!("/run/lb/{}.sock", s.instance));
+        let p = spawn_controller(&s.ns, &s.config)?;
+        s.controller = Some(wait_ready(p, &s.ns, &sock)?);
+        Ok(())
+    }
+
+    /// `lb status --json` of lb2.
+    pub fn standby_status(&self) -> anyhow::Result<serde_json::Value> {
+        let s = self.standby.as_ref().context("no standby")?;
+        let sock = format!("/run/lb/{}.sock", s.instance);
+        let out = s.ns.run(&[
+            bin_path("lb").to_str().context("path")?,
+            "status",
+            "--json",
+            "--socket",
+            &sock,
+        ])?;
+        serde_json::from_str(&out).context("parsing lb status --json")
     }
 
     /// Runs `lb <args> --socket <this instance>` on the LB node.
@@ -429,6 +547,33 @@ impl LbNet {
     }
 }
 
+fn spawn_controller(ns: &Ns, config: &std::path::Path) -> anyhow::Result<Proc> {
+    let lb = bin_path("lb");
+    ns.spawn(&[
+        lb.to_str().context("path")?,
+        "run",
+        "--config",
+        config.to_str().context("path")?,
+        "--xdp-mode",
+        "drv",
+    ])
+}
+
+fn wait_ready(mut p: Proc, ns: &Ns, sock: &std::path::Path) -> anyhow::Result<Proc> {
+    let lb = bin_path("lb");
+    wait_for(
+        "the controller's admin socket",
+        Duration::from_secs(20),
+        || {
+            assert!(p.alive(), "lb run exited early");
+            ns.run(&[lb.to_str()?, "status", "--json", "--socket", sock.to_str()?])
+                .ok()
+                .map(drop)
+        },
+    );
+    Ok(p)
+}
+
 fn fetch_one(vip: IpAddr) -> anyhow::Result<String> {
     let mut s =
         TcpStream::connect_timeout(&SocketAddr::new(vip, NAME_PORT), Duration::from_secs(3))?;
@@ -460,7 +605,63 @@ impl Drop for LbNet {
         }
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lb-{}", self.instance));
         let _ = std::fs::remove_file(self.socket());
+        if let Some(s) = self.standby.as_mut()
+            && let Some(mut c) = s.controller.take()
+        {
+            c.signal(libc::SIGTERM);
+            if c.wait_exit(Duration::from_secs(5)).is_none() {
+                c.stop(libc::SIGKILL);
+            }
+        }
+        if let Some(s) = &self.standby {
+            let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lb-{}", s.instance));
+            let _ = std::fs::remove_file(format!("/run/lb/{}.sock", s.instance));
+        }
         self.servers.clear();
+    }
+}
+
+/// A persistent HTTP/1.1 keep-alive client connection to VIP:HTTP_PORT.
+pub struct HttpConn {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl LbNet {
+    pub fn http_conn(&self) -> anyhow::Result<HttpConn> {
+        let vip = self.vip;
+        let s = in_netns(&self.client, move || {
+            TcpStream::connect_timeout(&SocketAddr::new(vip, HTTP_PORT), Duration::from_secs(3))
+        })??;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(HttpConn {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+}
+
+impl HttpConn {
+    /// One `GET /` on the kept-alive connection; returns the body (backend name).
+    pub fn get(&mut self) -> anyhow::Result<String> {
+        self.w.write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut status = String::new();
+        self.r.read_line(&mut status)?;
+        anyhow::ensure!(status.starts_with("HTTP/1.1 200"), "status line {status:?}");
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            self.r.read_line(&mut h)?;
+            if h.trim_end().is_empty() {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; len];
+        self.r.read_exact(&mut body)?;
+        Ok(String::from_utf8(body)?)
     }
 }
 

@@ -247,6 +247,8 @@ fn world_config() -> Config {
         encap_src_v4_be: u32::from_ne_bytes(ENCAP_SRC4),
         _pad: 0,
         encap_src_v6_be: words16(ENCAP_SRC6),
+        lb_mac: [0; 6],
+        _pad2: [0; 2],
     }
 }
 
@@ -2467,4 +2469,48 @@ fn xdp_decap_fixtures() {
         "decap fixtures failed:\n{}",
         failed.join("\n")
     );
+}
+
+/// With the LB's own MAC configured, a VIP frame unicast to another host's MAC (a
+/// bridge flooding unknown unicast to a backup LB) passes untouched and is counted as
+/// `pass_other_host`; the same frame to the LB's MAC, or to a broadcast address, is
+/// steered.
+#[test]
+fn frames_for_another_hosts_mac_pass_untouched() {
+    lb_tests::require_root();
+    let mut dp = load_world(4096);
+    let mut cfg = world_config();
+    cfg.lb_mac = LB_MAC;
+    dp.maps.config.set(0, cfg, 0).unwrap();
+    let prog = dp.program().unwrap();
+    let to_lb = tcp_frame(Ip::V4(CLIENT4), Ip::V4(VIP4), 40000, 80, Tcp::Syn, 0);
+    let mut to_other = to_lb.clone();
+    to_other[..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 0x99]);
+    let before = sum(&dp
+        .maps
+        .stats_reason
+        .get(&reason::PASS_OTHER_HOST, 0)
+        .unwrap())
+    .packets;
+
+    let (action, out) = test_run(prog, &to_other).unwrap();
+    assert_eq!(action, XDP_PASS);
+    assert_eq!(
+        out, to_other,
+        "a frame for another host must pass byte for byte"
+    );
+    let after = sum(&dp
+        .maps
+        .stats_reason
+        .get(&reason::PASS_OTHER_HOST, 0)
+        .unwrap())
+    .packets;
+    assert_eq!(after, before + 1);
+
+    let (action, _) = test_run(prog, &to_lb).unwrap();
+    assert_eq!(action, XDP_TX, "a frame for the LB's MAC is steered");
+    let mut broadcast = to_lb.clone();
+    broadcast[..6].copy_from_slice(&[0xff; 6]);
+    let (action, _) = test_run(prog, &broadcast).unwrap();
+    assert_eq!(action, XDP_TX, "group addresses are not filtered");
 }

@@ -120,6 +120,8 @@ fn seed_world(dp: &mut Dataplane) -> anyhow::Result<()> {
             encap_src_v4_be: u32::from_ne_bytes(ENCAP_SRC4),
             _pad: 0,
             encap_src_v6_be: words16(ENCAP_SRC6),
+            lb_mac: [0; 6],
+            _pad2: [0; 2],
         },
         0,
     )?;
