@@ -301,6 +301,9 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     // SAFETY: copied out at once.
     let Some(f) = (unsafe { FRAGS.get(&fk) }).copied() else {
         if is_vip(&pkt.key) {
+            // A rare event: logged through aya-log (a ring buffer the controller
+            // drains), never on the forwarding path.
+            aya_log_ebpf::debug!(ctx, "orphan fragment id {} dropped", fk.id);
             return Ok((xdp_action::XDP_DROP, reason::DROP_FRAG_ORPHAN));
         }
         return Err(reason::PASS_NOT_VIP);

@@ -176,6 +176,8 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
             ""
         }
     );
+    // Debug events of the XDP program (aya-log) into env_logger (RUST_LOG=debug).
+    let xdp_log = dp.program_id().map(|id| tokio::spawn(forward_xdp_log(id)));
     let (htx, mut hrx) = mpsc::channel(64);
     let checks = health::start(&cfg, htx.clone());
     let socket = cfg.admin_socket();
@@ -275,6 +277,9 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     }
     admin.abort();
     metrics.abort();
+    if let Some(t) = xdp_log {
+        t.abort();
+    }
     // Aborted tasks release their share of the state once awaited.
     let _ = admin.await;
     let _ = metrics.await;
@@ -283,6 +288,29 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let mut st = lock(&state);
     st.checks = None;
     st.dp.shutdown(opts.keep_pins)
+}
+
+/// Drains the aya-log ring buffer of program `id` into the `log` crate.
+async fn forward_xdp_log(id: u32) {
+    let logger = match aya_log::EbpfLogger::init_from_id(id) {
+        Ok(l) => l,
+        Err(e) => return log::debug!("no aya-log records from the XDP program: {e}"),
+    };
+    // SAFETY: the logger owns its ring-buffer fd for its whole life and always reports
+    // the same one; the AsyncFd owns the logger.
+    let mut fd = match unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    } {
+        Ok(fd) => fd,
+        Err(e) => return log::warn!("aya-log: {e}"),
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
 }
 
 /// The pinned link still exists and the interface reports an XDP program.

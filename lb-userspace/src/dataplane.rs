@@ -321,6 +321,11 @@ impl Dataplane {
             .ok()
     }
 
+    /// Kernel id of the loaded `xdp_lb` (None after adopting pins).
+    pub fn program_id(&self) -> Option<u32> {
+        self.program()?.info().ok().map(|i| i.id())
+    }
+
     /// Detaches and removes every pin (clean shutdown). With `keep`, leaves the data
     /// plane running and pinned for the next controller.
     pub fn shutdown(&mut self, keep: bool) -> anyhow::Result<()> {

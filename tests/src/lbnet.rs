@@ -547,16 +547,23 @@ impl LbNet {
     }
 }
 
+/// Starts `lb run` with its log (RUST_LOG=debug, so the XDP program's aya-log events
+/// too) going to `<config>.log`, which [`LbNet`] prints if the test fails.
 fn spawn_controller(ns: &Ns, config: &std::path::Path) -> anyhow::Result<Proc> {
     let lb = bin_path("lb");
-    ns.spawn(&[
-        lb.to_str().context("path")?,
+    let log = std::fs::File::create(config.with_extension("log"))
+        .context("creating the controller log")?;
+    let mut cmd = ns.cmd(lb.to_str().context("path")?);
+    cmd.args([
         "run",
         "--config",
         config.to_str().context("path")?,
         "--xdp-mode",
         "drv",
     ])
+    .env("RUST_LOG", "info,lb=debug,lb_ebpf=debug")
+    .stderr(log);
+    ns.spawn_cmd(&mut cmd)
 }
 
 fn wait_ready(mut p: Proc, ns: &Ns, sock: &std::path::Path) -> anyhow::Result<Proc> {
@@ -594,8 +601,23 @@ fn fetch_one(vip: IpAddr) -> anyhow::Result<String> {
     Ok(first)
 }
 
+impl LbNet {
+    /// What the controller on lb1 logged so far.
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+}
+
 impl Drop for LbNet {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.controller_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- lb1 controller log (last 40 lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         if let Some(mut c) = self.controller.take() {
             // A clean stop removes the controller's pins; kill -9 if it hangs.
             c.signal(libc::SIGTERM);

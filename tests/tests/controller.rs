@@ -122,11 +122,12 @@ fn reload_adds_and_removes_a_service_without_touching_another() {
     let full = net.config_text(&[0, 1, 2]);
     let before = net.status().unwrap();
     let rebuilds = before["ring_rebuilds"].as_u64().unwrap();
+    let services = before["services"].as_array().unwrap().len();
 
     std::fs::write(&net.config, without_service(&full, "name")).unwrap();
     net.lb_cmd(&["reload"]).unwrap();
     let st = net.status().unwrap();
-    assert_eq!(st["services"].as_array().unwrap().len(), 1);
+    assert_eq!(st["services"].as_array().unwrap().len(), services - 1);
     assert_eq!(
         st["ring_rebuilds"].as_u64().unwrap(),
         rebuilds,
@@ -295,4 +296,33 @@ fn lb_check_names_the_problem_in_bad_files() {
         .output()
         .unwrap();
     assert!(out.status.success());
+}
+
+/// A lone non-first fragment to the VIP is dropped (`drop_frag_orphan`) and reported
+/// through aya-log, off the forwarding path, into the controller's log.
+#[test]
+fn xdp_debug_events_reach_the_controller_log_through_aya_log() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("ayalog", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    // An IPv4 UDP fragment at offset 64 bytes, id 0x4242, through a raw socket.
+    let script = format!(
+        "import socket,struct\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+         payload=b'x'*32\n\
+         h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(payload),0x4242,8,64,17,0,socket.inet_aton('{}'),socket.inet_aton('{}'))\n\
+         s.sendto(h+payload,('{}',0))\n",
+        net.client_addr, net.vip, net.vip
+    );
+    net.client.run(&["python3", "-c", &script]).unwrap();
+    wait_for(
+        "the orphan fragment counted",
+        Duration::from_secs(5),
+        || (net.status().unwrap()["reasons"]["drop_frag_orphan"]["packets"] == 1).then_some(()),
+    );
+    wait_for("the aya-log line", Duration::from_secs(5), || {
+        net.controller_log()
+            .contains("orphan fragment id 16962 dropped")
+            .then_some(())
+    });
 }

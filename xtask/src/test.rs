@@ -92,7 +92,8 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         }
     }
 
-    let leftovers = harness_leftovers();
+    let mut leftovers = harness_leftovers();
+    leftovers.extend(leftover_processes());
     println!("\n==> summary");
     let (mut passed, mut failed) = (0, 0);
     for r in &results {
@@ -123,7 +124,7 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         bail!("failed suites: {}", bad.join(", "));
     }
     if !leftovers.is_empty() {
-        bail!("the tests left namespaces behind: a cleanup path has a hole");
+        bail!("the tests left namespaces, pins or processes behind: a cleanup path has a hole");
     }
     Ok(())
 }
@@ -193,6 +194,35 @@ fn count(s: &str, what: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// Processes still running from this workspace's target directory (the binaries the
+/// tests start: lb, web-tier, app-tier, lb-vrrp, ...) or MariaDB servers on a test
+/// data directory: each one is a cleanup hole.
+fn leftover_processes() -> Vec<String> {
+    let target = workspace().join("target");
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let exe = std::fs::read_link(e.path().join("exe")).unwrap_or_default();
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let ours = (exe.starts_with(&target) && !exe.ends_with("xtask"))
+            || (exe.ends_with("mariadbd") && cmdline.contains("/tmp/"));
+        if ours {
+            out.push(format!("process {pid} ({})", cmdline.trim()));
+        }
+    }
+    out
+}
+
 fn harness_leftovers() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output();
     let Ok(out) = out else { return Vec::new() };
@@ -200,6 +230,15 @@ fn harness_leftovers() -> Vec<String> {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|n| n.starts_with("lbt-"))
-        .map(str::to_owned)
+        .map(|n| format!("namespace {n}"))
+        .chain(
+            std::fs::read_dir("/sys/fs/bpf")
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("lbt-") || n.starts_with("lb-lbt-"))
+                .map(|n| format!("bpffs pin /sys/fs/bpf/{n}")),
+        )
         .collect()
 }
