@@ -103,53 +103,45 @@ pub struct Dataplane {
     pub adopted: bool,
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+/// Map `name` from `get`, as its typed handle.
+fn typed<T>(get: &mut impl FnMut(&str) -> anyhow::Result<Map>, name: &str) -> anyhow::Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .with_context(|| format!("the XDP object has no map {name}"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
-}
-
-fn from_pin<T>(dir: &Path, name: &str) -> anyhow::Result<T>
-where
-    T: TryFrom<Map, Error = aya::maps::MapError>,
-{
-    let path = dir.join(name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("opening pinned map {}", path.display()))?;
-    let map = Map::from_map_data(data).with_context(|| format!("pinned map {name}"))?;
-    T::try_from(map).with_context(|| format!("pinned map {name} has an unexpected type"))
+    T::try_from(get(name)?).with_context(|| format!("map {name} has an unexpected type"))
 }
 
 impl Maps {
-    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+    /// Typed handles from `get`, which yields each map by name.
+    fn assemble(mut get: impl FnMut(&str) -> anyhow::Result<Map>) -> anyhow::Result<Self> {
         Ok(Self {
-            services: take(ebpf, MAP_SERVICES)?,
-            backends: take(ebpf, MAP_BACKENDS)?,
-            rings: take(ebpf, MAP_RINGS)?,
-            conntrack: take(ebpf, MAP_CONNTRACK)?,
-            config: take(ebpf, MAP_CONFIG)?,
-            stats_reason: take(ebpf, MAP_STATS_REASON)?,
-            stats_service: take(ebpf, MAP_STATS_SERVICE)?,
-            stats_backend: take(ebpf, MAP_STATS_BACKEND)?,
-            tx_ports: take(ebpf, MAP_TX_PORTS)?,
+            services: typed(&mut get, MAP_SERVICES)?,
+            backends: typed(&mut get, MAP_BACKENDS)?,
+            rings: typed(&mut get, MAP_RINGS)?,
+            conntrack: typed(&mut get, MAP_CONNTRACK)?,
+            config: typed(&mut get, MAP_CONFIG)?,
+            stats_reason: typed(&mut get, MAP_STATS_REASON)?,
+            stats_service: typed(&mut get, MAP_STATS_SERVICE)?,
+            stats_backend: typed(&mut get, MAP_STATS_BACKEND)?,
+            tx_ports: typed(&mut get, MAP_TX_PORTS)?,
         })
     }
 
+    /// Takes the maps out of a freshly loaded object.
+    fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+        Self::assemble(|name| {
+            ebpf.take_map(name)
+                .with_context(|| format!("the XDP object has no map {name}"))
+        })
+    }
+
+    /// Opens the maps an earlier controller pinned in `dir`.
     fn from_pins(dir: &Path) -> anyhow::Result<Self> {
-        Ok(Self {
-            services: from_pin(dir, MAP_SERVICES)?,
-            backends: from_pin(dir, MAP_BACKENDS)?,
-            rings: from_pin(dir, MAP_RINGS)?,
-            conntrack: from_pin(dir, MAP_CONNTRACK)?,
-            config: from_pin(dir, MAP_CONFIG)?,
-            stats_reason: from_pin(dir, MAP_STATS_REASON)?,
-            stats_service: from_pin(dir, MAP_STATS_SERVICE)?,
-            stats_backend: from_pin(dir, MAP_STATS_BACKEND)?,
-            tx_ports: from_pin(dir, MAP_TX_PORTS)?,
+        Self::assemble(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path)
+                .with_context(|| format!("opening pinned map {}", path.display()))?;
+            Map::from_map_data(data).with_context(|| format!("pinned map {name}"))
         })
     }
 }

@@ -72,9 +72,13 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         let tests = workspace().join(dir).join("tests");
         let mut files: Vec<String> = std::fs::read_dir(&tests)
             .map(|rd| {
+                // Cargo's test targets: `tests/<name>.rs` and `tests/<name>/main.rs`.
                 rd.filter_map(Result::ok)
                     .filter_map(|e| {
                         let n = e.file_name().to_string_lossy().into_owned();
+                        if e.path().join("main.rs").is_file() {
+                            return Some(n);
+                        }
                         n.strip_suffix(".rs").map(str::to_owned)
                     })
                     .collect()
