@@ -10,11 +10,9 @@ use network_types::{
 
 use crate::{
     TX_PORTS,
-    lb::{ETH_LEN, PROTO_ICMP, PROTO_ICMPV6, Packet},
+    lb::{ETH_LEN, PROTO_ICMP, PROTO_ICMPV6, Packet, Verdict, pass},
     parse::{csum_replace16, ptr_at, sum16},
 };
-
-type Verdict = Result<(u32, u32), u32>;
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
@@ -38,7 +36,7 @@ fn send(b: &Backend, tx: u32) -> Verdict {
 /// (the address the frame arrived for).
 #[inline(always)]
 pub fn l2(ctx: &XdpContext, b: &Backend) -> Verdict {
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     unsafe {
         (*eth).src_addr = (*eth).dst_addr;
@@ -62,7 +60,7 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
     if cfg.encap_mtu != 0 && (pkt.ip_len + outer_len) as u32 > cfg.encap_mtu {
         return too_big(ctx, pkt, cfg.encap_mtu - outer_len as u32);
     }
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let lb_mac = unsafe { (*eth).dst_addr };
     let tos = match ptr_at::<[u8; 2]>(ctx, ETH_LEN) {
@@ -79,7 +77,7 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
     if ctx_adjust_head(ctx, -(outer_len as i32)).is_err() {
         return Ok((xdp_action::XDP_DROP, reason::DROP_ADJUST_FAILED));
     }
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::DROP_ADJUST_FAILED)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
     // SAFETY: bounds checked.
     unsafe {
         (*eth).dst_addr = b.mac;
@@ -93,7 +91,7 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
     if b.family == FAMILY_V4 {
         // SAFETY: bounds checked.
         unsafe { (*eth).ether_type = 0x0800u16.to_be() };
-        let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         let tot = (pkt.ip_len + Ipv4Hdr::LEN) as u16;
         let mut src = cfg.encap_src_v4_be.to_ne_bytes();
         src[2] = (hash >> 8) as u8;
@@ -130,7 +128,7 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
     } else {
         // SAFETY: bounds checked.
         unsafe { (*eth).ether_type = 0x86ddu16.to_be() };
-        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         let payload = pkt.ip_len as u16;
         let mut src = cfg.encap_src_v6_be;
         src[3] = hash.to_be();
@@ -181,8 +179,8 @@ fn ctx_adjust_tail(ctx: &XdpContext, delta: i32) -> Result<(), ()> {
 
 /// Swaps source and destination MAC.
 #[inline(always)]
-fn bounce_eth(ctx: &XdpContext) -> Result<(), u32> {
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+fn bounce_eth(ctx: &XdpContext) -> Result<(), (u32, u32)> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     unsafe {
         core::mem::swap(&mut (*eth).dst_addr, &mut (*eth).src_addr);
@@ -197,20 +195,20 @@ fn bounce_eth(ctx: &XdpContext) -> Result<(), u32> {
 pub fn echo_reply(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     bounce_eth(ctx)?;
     if pkt.key.family == FAMILY_V4 {
-        let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+        let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(pass(reason::PASS_MALFORMED))?;
         // SAFETY: bounds checked.
         unsafe {
             core::mem::swap(&mut (*ip).src_addr, &mut (*ip).dst_addr);
         }
     } else {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(pass(reason::PASS_MALFORMED))?;
         // SAFETY: bounds checked.
         unsafe {
             core::mem::swap(&mut (*ip).src_addr, &mut (*ip).dst_addr);
             (*ip).hop_limit = 64;
         }
     }
-    let icmp = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+    let icmp = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     unsafe {
         let h = &mut *icmp;
@@ -236,7 +234,7 @@ const V4_QUOTE_MAX: usize = 68;
 /// dropping silently, so its path-MTU discovery shrinks the flow.
 #[inline(always)]
 fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let (mac_src, mac_dst) = unsafe { ((*eth).src_addr, (*eth).dst_addr) };
     let v4 = pkt.key.family == FAMILY_V4;
@@ -267,7 +265,7 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
     if cur > total && ctx_adjust_tail(ctx, -((cur - total) as i32)).is_err() {
         return Ok((xdp_action::XDP_DROP, reason::DROP_ADJUST_FAILED));
     }
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::DROP_ADJUST_FAILED)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
     // SAFETY: bounds checked.
     unsafe {
         (*eth).dst_addr = mac_src;
@@ -275,11 +273,11 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
         (*eth).ether_type = if v4 { 0x0800u16 } else { 0x86ddu16 }.to_be();
     }
     let icmp_off = ETH_LEN + hdr_len - 8;
-    let icmp = ptr_at::<[u8; 8]>(ctx, icmp_off).ok_or(reason::DROP_ADJUST_FAILED)?;
+    let icmp = ptr_at::<[u8; 8]>(ctx, icmp_off).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
     let icmp_len = 8 + quote;
     let mut sum: u64 = 0;
     if v4 {
-        let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         let tot = (Ipv4Hdr::LEN + icmp_len) as u16;
         let vip = pkt.key.dst_be[0].to_ne_bytes();
         let client = pkt.key.src_be[0].to_ne_bytes();
@@ -316,7 +314,7 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
             *icmp = [3, 4, 0, 0, 0, 0, (m >> 8) as u8, m as u8];
         }
     } else {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         let vip = words_to_bytes(&pkt.key.dst_be);
         let client = words_to_bytes(&pkt.key.src_be);
         // SAFETY: bounds checked.
@@ -343,7 +341,8 @@ fn too_big(ctx: &XdpContext, pkt: &Packet, mtu: u32) -> Verdict {
         if 2 * i >= quote {
             break;
         }
-        let w = ptr_at::<[u8; 2]>(ctx, quote_off + 2 * i).ok_or(reason::DROP_ADJUST_FAILED)?;
+        let w =
+            ptr_at::<[u8; 2]>(ctx, quote_off + 2 * i).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         // SAFETY: bounds checked.
         sum += u64::from(u16::from_be_bytes(unsafe { *w }));
         i += 1;

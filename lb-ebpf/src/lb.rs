@@ -38,8 +38,17 @@ const ETH_P_IPV6: u16 = 0x86dd;
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_ICMPV6: u8 = 58;
 
-/// `Ok((action, reason))` or `Err(reason)`, which always means XDP_PASS (fail open).
-type Verdict = Result<(u32, u32), u32>;
+/// `Ok((action, reason))`, or `Err((XDP_PASS, reason))` for every fail-open exit.
+/// Both variants carry both words on purpose: with a bare `Err(reason)` half of the
+/// payload is undefined, and LLVM may fill it from any register (even a pointer) and
+/// pack it with a shift, which the verifier rejects as pointer arithmetic.
+pub type Verdict = Result<(u32, u32), (u32, u32)>;
+
+/// A fail-open exit counted as `why`.
+#[inline(always)]
+pub const fn pass(why: u32) -> (u32, u32) {
+    (xdp_action::XDP_PASS, why)
+}
 
 /// What the parser learnt about an IP packet.
 pub struct Packet {
@@ -60,48 +69,48 @@ pub struct Packet {
 pub fn run(ctx: &XdpContext) -> (u32, u32) {
     match try_lb(ctx) {
         Ok(v) => v,
-        Err(why) => (xdp_action::XDP_PASS, why),
+        Err(v) => v,
     }
 }
 
 #[inline(always)]
 fn try_lb(ctx: &XdpContext) -> Verdict {
     // Fail open: too short for Ethernet, let the kernel account for it.
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::PASS_MALFORMED)?;
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let ether_type = u16::from_be(unsafe { (*eth).ether_type });
     let mut pkt = match ether_type {
         ETH_P_IP => parse_v4(ctx)?,
         ETH_P_IPV6 => parse_v6(ctx)?,
         // ARP, LLDP, VLAN-tagged frames, ...: not ours.
-        _ => return Err(reason::PASS_NOT_IP),
+        _ => return Err(pass(reason::PASS_NOT_IP)),
     };
     let proto = pkt.key.proto;
     if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
         return icmp(ctx, &mut pkt);
     }
     if proto != PROTO_TCP && proto != PROTO_UDP {
-        return Err(not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
+        return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
     }
     if pkt.is_frag && !pkt.first_frag {
         return follow_fragment(ctx, &pkt);
     }
     // Ports: both TCP and UDP start with them.
-    let ports = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+    let ports = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let ports = unsafe { *ports };
     pkt.key.sport_be = u16::from_ne_bytes([ports[0], ports[1]]);
     pkt.key.dport_be = u16::from_ne_bytes([ports[2], ports[3]]);
     let mut syn = false;
     if proto == PROTO_TCP {
-        let flags = ptr_at::<[u8; 14]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+        let flags = ptr_at::<[u8; 14]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
         // SAFETY: bounds checked; byte 13 holds CWR..FIN.
         let f = unsafe { (*flags)[13] };
         syn = f & 0x02 != 0 && f & 0x10 == 0;
     } else if ptr_at::<[u8; 8]>(ctx, pkt.l4_off).is_none() {
-        return Err(reason::PASS_MALFORMED);
+        return Err(pass(reason::PASS_MALFORMED));
     }
-    let svc = find_service(&pkt.key).ok_or(reason::PASS_NOT_VIP)?;
+    let svc = find_service(&pkt.key).ok_or(pass(reason::PASS_NOT_VIP))?;
     let cfg = config();
     let (backend_id, backend, hash) = match pick(&pkt.key, &svc, &cfg, syn, true) {
         Ok(v) => v,
@@ -145,6 +154,12 @@ fn config() -> Config {
         Some(c) => *c,
         None => Config::default(),
     }
+}
+
+/// [`not_vip_or`] as a fail-open exit.
+#[inline(always)]
+fn pass_not_vip_or(key: &FlowKey, why: u32) -> (u32, u32) {
+    pass(not_vip_or(key, why))
 }
 
 /// A non-VIP packet passes as `pass_not_vip`; one to a VIP we will not steer, as `why`.
@@ -202,21 +217,27 @@ fn pick(
     remember: bool,
 ) -> Result<(u32, Backend, u32), u32> {
     let hash = flow_hash(key, cfg.hash_seed);
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let udp = key.proto == PROTO_UDP;
     if !syn && let Some(f) = CONNTRACK.get_ptr_mut(key) {
         // SAFETY: map value pointer, valid for this program run.
         let f = unsafe { &mut *f };
-        let expired = key.proto == PROTO_UDP
-            && cfg.udp_timeout_ns != 0
-            && now.wrapping_sub(f.last_seen_ns) > cfg.udp_timeout_ns;
+        // The clock is read only where it matters (UDP idle expiry): the TCP hit path,
+        // the hottest one, skips the helper call.
+        let now = if udp {
+            // SAFETY: helper without preconditions.
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        };
+        let expired =
+            udp && cfg.udp_timeout_ns != 0 && now.wrapping_sub(f.last_seen_ns) > cfg.udp_timeout_ns;
         if expired {
             count(&STATS_REASON, reason::EVENT_UDP_EXPIRED, 0);
         } else if let Some(b) = BACKENDS.get(f.backend)
             && b.family != 0
             && b.flags & BACKEND_DOWN == 0
         {
-            if key.proto == PROTO_UDP {
+            if udp {
                 f.last_seen_ns = now;
             }
             count(&STATS_REASON, reason::EVENT_CONNTRACK_HIT, 0);
@@ -240,7 +261,8 @@ fn pick(
         let v = Flow {
             backend: id,
             flags: svc.flags,
-            last_seen_ns: now,
+            // SAFETY: helper without preconditions.
+            last_seen_ns: unsafe { bpf_ktime_get_ns() },
         };
         if CONNTRACK.insert(key, &v, 0).is_err() {
             // Still forwarded by the ring, just not pinned.
@@ -262,7 +284,7 @@ fn forward(
 ) -> Verdict {
     if for_other_host(ctx, cfg) {
         // Fail open: unicast for another host (a backup LB on a flooding bridge).
-        return Err(reason::PASS_OTHER_HOST);
+        return Err(pass(reason::PASS_OTHER_HOST));
     }
     let len = (ctx.data_end() - ctx.data()) as u64;
     let v = if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
@@ -306,7 +328,7 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
             aya_log_ebpf::debug!(ctx, "orphan fragment id {} dropped", fk.id);
             return Ok((xdp_action::XDP_DROP, reason::DROP_FRAG_ORPHAN));
         }
-        return Err(reason::PASS_NOT_VIP);
+        return Err(pass(reason::PASS_NOT_VIP));
     };
     // The backend may have gone since the first fragment: then the datagram is lost
     // anyway (fail closed).
@@ -333,19 +355,19 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
 }
 
 #[inline(always)]
-fn parse_v4(ctx: &XdpContext) -> Result<Packet, u32> {
-    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+fn parse_v4(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let ip = unsafe { &*ip };
     if ip.vihl >> 4 != 4 {
-        return Err(reason::PASS_MALFORMED);
+        return Err(pass(reason::PASS_MALFORMED));
     }
     // IPv4 options are skipped by their length (IHL), never interpreted.
     let ihl = usize::from(ip.vihl & 0x0f) * 4;
     let ip_len = usize::from(be16(ip.tot_len));
     let frame = ctx.data_end() - ctx.data();
     if ihl < Ipv4Hdr::LEN || ip_len < ihl || ETH_LEN + ip_len > frame {
-        return Err(reason::PASS_MALFORMED);
+        return Err(pass(reason::PASS_MALFORMED));
     }
     let frags = be16(ip.frags);
     let more = frags & 0x2000 != 0;
@@ -377,18 +399,18 @@ const NEXTHDR_DEST: u8 = 60;
 const MAX_EXT_HEADERS: usize = 4;
 
 #[inline(always)]
-fn parse_v6(ctx: &XdpContext) -> Result<Packet, u32> {
-    let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(reason::PASS_MALFORMED)?;
+fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let ip = unsafe { &*ip };
     if ip.vcf[0] >> 4 != 6 {
-        return Err(reason::PASS_MALFORMED);
+        return Err(pass(reason::PASS_MALFORMED));
     }
     let payload = usize::from(be16(ip.payload_len));
     let frame = ctx.data_end() - ctx.data();
     // A zero payload length means a jumbogram (RFC 2675): not on Ethernet, refuse.
     if payload == 0 || ETH_LEN + Ipv6Hdr::LEN + payload > frame {
-        return Err(reason::PASS_MALFORMED);
+        return Err(pass(reason::PASS_MALFORMED));
     }
     let mut key = FlowKey {
         src_be: words16(&ip.src_addr),
@@ -406,18 +428,18 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, u32> {
     for _ in 0..MAX_EXT_HEADERS {
         let next = key.proto;
         if next == NEXTHDR_HOP || next == NEXTHDR_DEST || next == NEXTHDR_ROUTING {
-            let h = ptr_at::<[u8; 4]>(ctx, off).ok_or(reason::PASS_MALFORMED)?;
+            let h = ptr_at::<[u8; 4]>(ctx, off).ok_or(pass(reason::PASS_MALFORMED))?;
             // SAFETY: bounds checked.
             let h = unsafe { *h };
             if next == NEXTHDR_ROUTING && h[3] != 0 {
                 // Segments left: this hop is not the final destination, so the
                 // destination address is not the flow's; refuse rather than mis-steer.
-                return Err(not_vip_or(&key, reason::PASS_UNSUPPORTED));
+                return Err(pass_not_vip_or(&key, reason::PASS_UNSUPPORTED));
             }
             key.proto = h[0];
             off += (usize::from(h[1]) + 1) * 8;
         } else if next == NEXTHDR_FRAGMENT {
-            let h = ptr_at::<[u8; 8]>(ctx, off).ok_or(reason::PASS_MALFORMED)?;
+            let h = ptr_at::<[u8; 8]>(ctx, off).ok_or(pass(reason::PASS_MALFORMED))?;
             // SAFETY: bounds checked.
             let h = unsafe { *h };
             key.proto = h[0];
@@ -441,10 +463,10 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, u32> {
         || next == NEXTHDR_FRAGMENT
     {
         // More extension headers than we walk: refuse deliberately.
-        return Err(not_vip_or(&key, reason::PASS_UNSUPPORTED));
+        return Err(pass_not_vip_or(&key, reason::PASS_UNSUPPORTED));
     }
     if off > ETH_LEN + Ipv6Hdr::LEN + payload {
-        return Err(reason::PASS_MALFORMED);
+        return Err(pass(reason::PASS_MALFORMED));
     }
     Ok(Packet {
         key,
@@ -466,15 +488,15 @@ const ICMPV6_ECHO_REQUEST: u8 = 128;
 #[inline(always)]
 fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Verdict {
     if pkt.is_frag {
-        return Err(not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
+        return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
     }
-    let h = ptr_at::<[u8; 8]>(ctx, pkt.l4_off).ok_or(reason::PASS_MALFORMED)?;
+    let h = ptr_at::<[u8; 8]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let ty = unsafe { (*h)[0] };
     let v4 = pkt.key.family == FAMILY_V4;
     if (v4 && ty == ICMP_ECHO_REQUEST) || (!v4 && ty == ICMPV6_ECHO_REQUEST) {
         if !is_vip(&pkt.key) {
-            return Err(reason::PASS_NOT_VIP);
+            return Err(pass(reason::PASS_NOT_VIP));
         }
         return fwd::echo_reply(ctx, pkt);
     }
@@ -483,7 +505,7 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Verdict {
     {
         return icmp_error(ctx, pkt);
     }
-    Err(reason::PASS_NOT_VIP)
+    Err(pass(reason::PASS_NOT_VIP))
 }
 
 /// An ICMP error quoting a packet the VIP "sent" (really a backend, with DSR): the
@@ -494,12 +516,12 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     let mut key = FlowKey::default();
     let inner_l4;
     if pkt.key.family == FAMILY_V4 {
-        let ip = ptr_at::<Ipv4Hdr>(ctx, inner).ok_or(reason::PASS_MALFORMED)?;
+        let ip = ptr_at::<Ipv4Hdr>(ctx, inner).ok_or(pass(reason::PASS_MALFORMED))?;
         // SAFETY: bounds checked.
         let ip = unsafe { &*ip };
         let ihl = usize::from(ip.vihl & 0x0f) * 4;
         if ip.vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
-            return Err(reason::PASS_MALFORMED);
+            return Err(pass(reason::PASS_MALFORMED));
         }
         key.src_be[0] = u32::from_ne_bytes(ip.dst_addr);
         key.dst_be[0] = u32::from_ne_bytes(ip.src_addr);
@@ -507,7 +529,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         key.family = FAMILY_V4;
         inner_l4 = inner + ihl;
     } else {
-        let ip = ptr_at::<Ipv6Hdr>(ctx, inner).ok_or(reason::PASS_MALFORMED)?;
+        let ip = ptr_at::<Ipv6Hdr>(ctx, inner).ok_or(pass(reason::PASS_MALFORMED))?;
         // SAFETY: bounds checked.
         let ip = unsafe { &*ip };
         key.src_be = words16(&ip.dst_addr);
@@ -518,18 +540,18 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         inner_l4 = inner + Ipv6Hdr::LEN;
     }
     if key.proto != PROTO_TCP && key.proto != PROTO_UDP {
-        return Err(reason::PASS_NOT_VIP);
+        return Err(pass(reason::PASS_NOT_VIP));
     }
-    let ports = ptr_at::<[u8; 4]>(ctx, inner_l4).ok_or(reason::PASS_MALFORMED)?;
+    let ports = ptr_at::<[u8; 4]>(ctx, inner_l4).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
     let ports = unsafe { *ports };
     key.dport_be = u16::from_ne_bytes([ports[0], ports[1]]);
     key.sport_be = u16::from_ne_bytes([ports[2], ports[3]]);
     // The error must be addressed to the VIP the quoted packet came from.
     if key.dst_be != pkt.key.dst_be {
-        return Err(reason::PASS_NOT_VIP);
+        return Err(pass(reason::PASS_NOT_VIP));
     }
-    let svc = find_service(&key).ok_or(reason::PASS_NOT_VIP)?;
+    let svc = find_service(&key).ok_or(pass(reason::PASS_NOT_VIP))?;
     let cfg = config();
     let (id, b, hash) = match pick(&key, &svc, &cfg, false, false) {
         Ok(v) => v,
