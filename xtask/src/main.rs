@@ -5,7 +5,7 @@
 //! - [`setup`]: installs what a fresh Debian 12 machine lacks (idempotent)
 //! - [`test`]: runs every suite and prints a summary line per suite
 //! - [`bench`]: builds and runs the benchmark suite (`lb-bench`)
-//! - this file: the command line, `build` and `run`
+//! - this file: the command line, `build`, `run` and `demo`
 
 mod bench;
 mod setup;
@@ -55,6 +55,19 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// The whole design in network namespaces with sample traffic and a live view:
+    /// setup, release build, then `lb-demo` (keys break things; Ctrl-C tears down).
+    Demo {
+        /// Break things automatically on a schedule.
+        #[arg(long)]
+        chaos: bool,
+        /// Remove the leftovers of a demo that crashed.
+        #[arg(long)]
+        down: bool,
+        /// Exit after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        duration: Option<u64>,
+    },
     /// Benchmarks against the peers on this machine (all scenarios, or the named ones):
     /// writes BENCHMARKS.md, bench/plots/*.svg, target/bench/results.jsonl.
     Bench {
@@ -90,6 +103,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Test { filter, no_lint } => test::run(filter.as_deref(), no_lint),
+        Cmd::Demo {
+            chaos,
+            down,
+            duration,
+        } => demo(chaos, down, duration),
         Cmd::Bench {
             scenarios,
             rounds,
@@ -135,4 +153,32 @@ fn build() -> anyhow::Result<()> {
     let lb = workspace().join("target/release/lb");
     println!("==> built {} (the XDP object is embedded)", lb.display());
     Ok(())
+}
+
+/// `cargo xtask demo`: setup (installs what is missing), release build, then replaces
+/// this process with `lb-demo` so the terminal and Ctrl-C go straight to it.
+fn demo(chaos: bool, down: bool, duration: Option<u64>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let bin = workspace().join("target/release/lb-demo");
+    // Cleaning up after a crash needs neither packages nor a fresh build.
+    if !(down && bin.exists()) {
+        setup::run(false)?;
+        println!("==> building every binary (release; cargo shows progress)");
+        run_checked(
+            cargo().args(["build", "--release", "--workspace", "--bins"]),
+            "cargo build",
+        )?;
+    }
+    let mut cmd = Command::new(&bin);
+    if chaos {
+        cmd.arg("--chaos");
+    }
+    if down {
+        cmd.arg("--down");
+    }
+    if let Some(d) = duration {
+        cmd.args(["--duration", &d.to_string()]);
+    }
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("running {}", bin.display()))
 }

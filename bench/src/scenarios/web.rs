@@ -1,0 +1,435 @@
+//! `web`: the web tier beside nginx, same files, same upstream, same worker count,
+//! driven by wrk in the same round: 1 KiB and 100 KiB static files and a proxied request.
+//!
+//! Also home of the small wrk and `/proc` helpers the `app` scenario shares
+//! ([`wrk_run`], [`proc_cpu_ticks`]).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use lb_tests::{Ns, Proc, Topology};
+
+use super::Scenario;
+use crate::{
+    ctx::{Check, Ctx, Row, clock_ticks},
+    support::{TempDir, wait_port},
+};
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "web",
+    description: "web-tier vs nginx with wrk: 1 KiB and 100 KiB static files, a proxied request",
+    method: "\
+One network namespace of its own, everything on 127.0.0.1. Debian's nginx 1.22 and the
+`web-tier` binary serve the same directory (a 1 KiB and a 100 KiB file) and proxy
+`/proxy/` to the same upstream, with keep-alive to it on both (nginx: `upstream` with
+`keepalive 32`, `proxy_http_version 1.1`, `Connection \"\"`; web-tier: `keepalive = 32`).
+Same worker count: nginx `worker_processes 1` (plus its idle master), web-tier with
+`TOKIO_WORKER_THREADS=1` (plus tokio's blocking pool, which serves file reads). Access
+logs off on both. nginx keeps its usual `sendfile on`; web-tier has no sendfile (see its
+README). The upstream is a third process, an nginx worker answering a fixed 64-byte
+`return 200`. Both servers are pinned with `taskset` to the measured CPU (`--cpu`,
+default the last); wrk and the upstream to the other cores.
+`wrk -t2 -c50 --latency` runs 10 s (3 s under `--quick`) after a 1 s warm-up, nginx
+first then web-tier, per row. Server CPU per request is the server's own processes'
+user + system time (from `/proc/<pid>/stat`; for nginx the master and its worker) over
+the run, divided by the requests served; the upstream's and wrk's time is not counted.
+Target (from the issue): at least nginx's req/s and at most its p99 on every row.",
+    pinned: false,
+    run,
+};
+
+const NGINX_PORT: u16 = 8081;
+const WEB_PORT: u16 = 8082;
+const UPSTREAM_PORT: u16 = 8090;
+
+/// The rows: label and request path.
+const ROWS: [(&str, &str); 3] = [
+    ("1 KiB", "/1k.bin"),
+    ("100 KiB", "/100k.bin"),
+    ("proxied", "/proxy/x"),
+];
+
+/// What one wrk run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Wrk {
+    pub requests: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Non-2xx/3xx responses plus socket errors (connect, read, write, timeout).
+    pub errors: u64,
+}
+
+/// "1.23ms" / "870.00us" / "1.02s" / "1.00m" -> milliseconds.
+fn latency_ms(s: &str) -> Option<f64> {
+    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|v| v * mul)
+}
+
+/// wrk's `--latency` output: requests, req/s, p50, p99, errors.
+pub fn parse_wrk(out: &str) -> anyhow::Result<Wrk> {
+    let (mut requests, mut rps, mut p50, mut p99) = (None, None, None, None);
+    let mut errors = 0;
+    for line in out.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["Requests/sec:", v, ..] => rps = v.parse().ok(),
+            ["50%", v, ..] => p50 = latency_ms(v),
+            ["99%", v, ..] => p99 = latency_ms(v),
+            [n, "requests", "in", ..] => requests = n.parse().ok(),
+            ["Non-2xx", "or", "3xx", "responses:", n, ..] => errors += n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                // "connect 0, read 0, write 0, timeout 0"
+                errors += rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    match (requests, rps, p50, p99) {
+        (Some(requests), Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(Wrk {
+            requests,
+            rps,
+            p50_ms,
+            p99_ms,
+            errors,
+        }),
+        _ => bail!("could not parse wrk's output:\n{out}"),
+    }
+}
+
+/// Runs wrk (`args` before the URL, e.g. `-t2 -c50 -d10s`) through `cmd`, which is the
+/// start of the command line (`nsenter ...`, `taskset -c 0`, or nothing).
+pub fn wrk_run(prefix: &[&str], args: &[&str], url: &str) -> anyhow::Result<(Wrk, String)> {
+    let mut all: Vec<&str> = prefix.to_vec();
+    all.push("wrk");
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--latency", url]);
+    let out = lb_tests::run(Command::new(all[0]).args(&all[1..]))
+        .context("running wrk (is Debian's wrk installed? cargo xtask setup)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok((parse_wrk(&text)?, text))
+}
+
+/// ", 50 errors (Socket errors: connect 0, read 0, write 0, timeout 50)" for a progress
+/// line, or nothing. wrk counts a request still unanswered after 2 s as a timeout.
+pub fn error_note(w: &Wrk, out: &str) -> String {
+    if w.errors == 0 {
+        return String::new();
+    }
+    let detail: Vec<&str> = out
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("Socket errors") || l.starts_with("Non-2xx"))
+        .collect();
+    format!(", {} errors ({})", w.errors, detail.join("; "))
+}
+
+/// User + system clock ticks of `pid` (all its threads), from `/proc/<pid>/stat`.
+pub fn proc_cpu_ticks(pid: u32) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The command name (field 2) may hold spaces: count fields after its ')'.
+    let Some(rest) = text.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let get = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(14) + get(15)
+}
+
+/// `pid` and its direct children (nginx's master and workers).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.filter_map(Result::ok) {
+            if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                all.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+            }
+        }
+    }
+    all
+}
+
+/// CPU ticks of `pids` together.
+pub fn ticks_of(pids: &[u32]) -> u64 {
+    pids.iter().map(|&p| proc_cpu_ticks(p)).sum()
+}
+
+/// Microseconds of CPU per request from a tick difference.
+pub fn us_per_request(ticks: u64, requests: u64) -> f64 {
+    ticks as f64 / clock_ticks() * 1e6 / requests.max(1) as f64
+}
+
+/// CPU lists for `taskset -c`: the measured CPU, and every other one.
+pub fn cpu_sets(ctx: &Ctx) -> (String, String) {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let others: Vec<String> = (0..n)
+        .filter(|&c| c != ctx.cpu)
+        .map(|c| c.to_string())
+        .collect();
+    let others = if others.is_empty() {
+        ctx.cpu.to_string()
+    } else {
+        others.join(",")
+    };
+    (ctx.cpu.to_string(), others)
+}
+
+/// An nginx configuration for one server in `dir`; `body` goes inside `http {}`.
+/// worker_processes, daemon and master_process come from `-g`.
+fn nginx_conf(dir: &Path, body: &str) -> String {
+    let d = dir.display();
+    format!(
+        "user root;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_requests 1000000;\n  keepalive_timeout 65;\n\
+           default_type application/octet-stream;\n\
+           client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         {body}\n}}\n"
+    )
+}
+
+/// Starts nginx in `ns` pinned to `cpus`, with its own prefix directory under `dir`.
+fn start_nginx(ns: &Ns, dir: &Path, name: &str, cpus: &str, body: &str) -> anyhow::Result<Proc> {
+    let nd = dir.join(name);
+    std::fs::create_dir_all(&nd)?;
+    let conf = nd.join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(&nd, body))?;
+    ns.spawn(&[
+        "taskset",
+        "-c",
+        cpus,
+        "nginx",
+        "-p",
+        nd.to_str().context("path")?,
+        "-e",
+        nd.join("error.log").to_str().context("path")?,
+        "-c",
+        conf.to_str().context("path")?,
+        "-g",
+        "daemon off; master_process on; worker_processes 1;",
+    ])
+}
+
+/// Stops a process gracefully (SIGTERM, bounded wait), then by SIGKILL.
+pub fn stop_proc(mut p: Proc) {
+    p.signal(libc::SIGTERM);
+    if p.wait_exit(Duration::from_secs(5)).is_none() {
+        p.stop(libc::SIGKILL);
+    }
+}
+
+fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
+    let secs = ctx.pick(10, 3);
+    let (server_cpu, other_cpus) = cpu_sets(ctx);
+    let mut topo = Topology::new("web")?;
+    let ns = topo.ns("web")?;
+    let dir = TempDir::new("web")?;
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("1k.bin"), vec![b'x'; 1024])?;
+    std::fs::write(www.join("100k.bin"), vec![b'x'; 100 * 1024])?;
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    // The shared upstream: a fixed 64-byte answer, on the other cores.
+    let upstream = start_nginx(
+        &ns,
+        &dir.0,
+        "upstream",
+        &other_cpus,
+        &format!(
+            "  server {{ listen 127.0.0.1:{UPSTREAM_PORT}; location / {{ return 200 \"{}\"; }} }}",
+            "u".repeat(64)
+        ),
+    )?;
+    topo.adopt(upstream);
+    wait_port(
+        &ns,
+        SocketAddr::new(lo, UPSTREAM_PORT),
+        Duration::from_secs(10),
+    )
+    .context("the upstream nginx did not start (is Debian's nginx installed?)")?;
+
+    let www_s = www.display();
+    let nginx = start_nginx(
+        &ns,
+        &dir.0,
+        "nginx",
+        &server_cpu,
+        &format!(
+            "  upstream up {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 32; }}\n\
+             server {{\n    listen 127.0.0.1:{NGINX_PORT};\n    root {www_s};\n    location / {{ }}\n\
+             location /proxy/ {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}"
+        ),
+    )?;
+    let nginx_pid = nginx.pid();
+    // Kept outside the topology so it can be stopped on its own; the topology still
+    // kills anything left in the namespace.
+    let nginx = ProcGuard(Some(nginx));
+    wait_port(
+        &ns,
+        SocketAddr::new(lo, NGINX_PORT),
+        Duration::from_secs(10),
+    )
+    .context("nginx did not start")?;
+
+    let web_conf = dir.0.join("web.toml");
+    std::fs::write(
+        &web_conf,
+        format!(
+            "[[listen]]\naddr = \"127.0.0.1:{WEB_PORT}\"\n\n[log]\naccess = \"off\"\nerror = \"{}\"\n\n\
+             [upstream.up]\nkeepalive = 32\nserver = [ {{ addr = \"127.0.0.1:{UPSTREAM_PORT}\" }} ]\n\n\
+             [[server]]\nnames = [\"localhost\"]\ndefault = true\n\n\
+             [[server.location]]\nprefix = \"/\"\nroot = \"{www_s}\"\n\n\
+             [[server.location]]\nprefix = \"/proxy/\"\nproxy = \"up\"\n",
+            dir.0.join("web-error.log").display()
+        ),
+    )?;
+    let web_bin = ctx.lb.with_file_name("web-tier");
+    if !web_bin.exists() {
+        bail!(
+            "{} not found: `cargo build --release --workspace --bins`",
+            web_bin.display()
+        );
+    }
+    let mut cmd = ns.cmd("taskset");
+    cmd.args(["-c", &server_cpu])
+        .arg(&web_bin)
+        .arg("--config")
+        .arg(&web_conf)
+        .env("TOKIO_WORKER_THREADS", "1")
+        .env("RUST_LOG", "warn");
+    let web = ProcGuard(Some(ns.spawn_cmd(&mut cmd)?));
+    let web_pid = web.0.as_ref().map_or(0, Proc::pid);
+    wait_port(&ns, SocketAddr::new(lo, WEB_PORT), Duration::from_secs(10))
+        .context("web-tier did not start")?;
+
+    let netns = format!("--net=/run/netns/{}", ns.name());
+    let prefix = [
+        "nsenter",
+        netns.as_str(),
+        "--",
+        "taskset",
+        "-c",
+        &other_cpus,
+    ];
+    let dur = format!("-d{secs}s");
+    let measure = |who: &str, port: u16, pids: &dyn Fn() -> Vec<u32>, path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        if !ctx.quick {
+            wrk_run(&prefix, &["-t2", "-c50", "-d1s"], &url)?;
+        }
+        let p = pids();
+        let before = ticks_of(&p);
+        let (w, out) = wrk_run(&prefix, &["-t2", "-c50", &dur], &url)?;
+        let cpu = us_per_request(ticks_of(&p).saturating_sub(before), w.requests);
+        ctx.progress(format!(
+            "{who} {path}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {cpu:.1} us server CPU/request{}",
+            w.rps,
+            w.p50_ms,
+            w.p99_ms,
+            error_note(&w, &out)
+        ));
+        anyhow::Ok((w, cpu))
+    };
+
+    let mut rows = Vec::new();
+    for (label, path) in ROWS {
+        let (n, n_cpu) = measure("nginx", NGINX_PORT, &|| with_children(nginx_pid), path)?;
+        let (w, w_cpu) = measure("web-tier", WEB_PORT, &|| vec![web_pid], path)?;
+        rows.push(
+            Row::new(format!("{label} req/s"), w.rps, "req/s")
+                .vs("nginx", n.rps)
+                .target(Check::RatioAtLeast(1.0), ">= nginx"),
+        );
+        rows.push(Row::new(format!("{label} p50"), w.p50_ms, "ms").vs("nginx", n.p50_ms));
+        rows.push(
+            Row::new(format!("{label} p99"), w.p99_ms, "ms")
+                .vs("nginx", n.p99_ms)
+                .target(Check::RatioAtMost(1.0), "<= nginx"),
+        );
+        rows.push(Row::new(format!("{label} server CPU/request"), w_cpu, "us").vs("nginx", n_cpu));
+        if w.errors + n.errors > 0 {
+            rows.push(
+                Row::new(format!("{label} errors"), w.errors as f64, "count")
+                    .vs("nginx", n.errors as f64),
+            );
+        }
+    }
+    drop(web);
+    drop(nginx);
+    drop(topo);
+    Ok(rows)
+}
+
+/// Stops its process gracefully on drop (nginx's master then stops its workers).
+struct ProcGuard(Option<Proc>);
+
+impl Drop for ProcGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            stop_proc(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_output_with_errors() {
+        let out = "Running 3s test @ http://127.0.0.1:8081/1k.bin
+  2 threads and 50 connections
+  Latency Distribution
+     50%  870.00us
+     75%    1.22ms
+     90%    1.60ms
+     99%    2.50ms
+  480000 requests in 10.00s, 560.00MB read
+  Socket errors: connect 0, read 3, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:  48000.12
+";
+        let w = parse_wrk(out).unwrap();
+        assert_eq!(w.requests, 480_000);
+        assert!((w.p50_ms - 0.87).abs() < 1e-9);
+        assert!((w.p99_ms - 2.5).abs() < 1e-9);
+        assert_eq!(w.errors, 12);
+    }
+
+    #[test]
+    fn reads_own_cpu_ticks() {
+        // Burn a little CPU so the count is positive.
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        std::hint::black_box(x);
+        assert!(proc_cpu_ticks(std::process::id()) > 0);
+    }
+}
