@@ -73,7 +73,7 @@ fn panel<DB: DrawingBackend>(
         .flatten()
         .fold(0.0f64, f64::max);
     // Room right of the longest bar for its number and baseline name.
-    let xmax = if top > 0.0 { top * 1.35 } else { 1.0 };
+    let xmax = if top > 0.0 { top * 1.6 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .margin(8)
         .margin_left(LABEL_W)
@@ -149,7 +149,7 @@ fn panel<DB: DrawingBackend>(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 11))

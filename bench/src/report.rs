@@ -176,8 +176,8 @@ fn range(s: &Stat) -> String {
 pub fn print_console(name: &str, sums: &[Summary]) {
     println!("\n== {name}");
     println!(
-        "{:<40} {:>10} {:>19} {:>8} {:>24} {:>7} {:>14}  {}",
-        "METRIC", "MEDIAN", "MIN-MAX", "UNIT", "BASELINE (MEDIAN)", "RATIO", "TARGET", "RESULT"
+        "{:<40} {:>10} {:>19} {:>8} {:>24} {:>7} {:>14}  RESULT",
+        "METRIC", "MEDIAN", "MIN-MAX", "UNIT", "BASELINE (MEDIAN)", "RATIO", "TARGET"
     );
     for s in sums {
         let base = match (&s.baseline, &s.baseline_value) {

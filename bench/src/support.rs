@@ -42,7 +42,7 @@ impl Controller {
             "--xdp-mode",
             "drv",
         ])
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "error");
         let proc = ns.spawn_cmd(&mut cmd)?;
         let mut c = Self {
             proc: Some(proc),

@@ -13,10 +13,12 @@
 //! - [`Config`]: global knobs (hash seed, UDP idle timeout, encapsulation)
 //! - [`Counter`], [`reason`]: per-CPU statistics, one counter per exit reason
 //! - [`hash`]: the seeded flow hash both sides compute
+//! - [`pktgen`]: the benchmark packet generator's config map
 
 #![no_std]
 
 pub mod hash;
+pub mod pktgen;
 
 use core::mem::size_of;
 

@@ -15,8 +15,7 @@
 //! the MACs, encapsulation overwrites the Ethernet header with the outer IP header)
 //! would otherwise come back in the next frame from that page.
 //!
-//! The map layout is shared with `lb-userspace/src/pktgen.rs` ([`GenConfig`] there has
-//! the same fields and the same size assertion).
+//! The map layout, [`GenConfig`], lives in `lb-common` (shared with `lb pktgen`).
 
 use crate::{
     SINK, TX_PORTS, count, frame_len,
@@ -28,41 +27,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray},
     programs::XdpContext,
 };
-
-/// Template words copied over the start of each frame (96 bytes: Ethernet + IPv6 + TCP
-/// is 74).
-pub const TEMPLATE_WORDS: usize = 12;
-/// Source ports cycle through this many values before the address moves on.
-pub const PORTS_PER_ADDR: u32 = 60000;
-/// Multiplier that permutes `0..PORTS_PER_ADDR` (coprime to it), so consecutive
-/// frames get unrelated-looking ports, as from many independent clients.
-pub const PORT_STRIDE: u32 = 7919;
-
-/// Value of `LB_GEN_CONFIG` index 0 (written by `lb pktgen` before the run).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct GenConfig {
-    /// Distinct flows (>= 1).
-    pub flows: u32,
-    /// Bytes of `template` to copy over the frame: even, at most 8 * TEMPLATE_WORDS,
-    /// and no longer than the frame.
-    pub hdr_len: u32,
-    /// Offset of the last 16 bits of the IPv4/IPv6 source address.
-    pub src_off: u32,
-    /// Offset of the L4 source port.
-    pub sport_off: u32,
-    /// Offset of the L4 checksum.
-    pub l4_csum_off: u32,
-    /// Offset of the IPv4 header checksum; 0 for IPv6 (which has none).
-    pub ip_csum_off: u32,
-    /// Source port and last 16 source-address bits in the template (host order).
-    pub sport_base: u16,
-    pub src_base: u16,
-    pub _pad: u32,
-    /// The first bytes of the frame, checksums valid for `sport_base`/`src_base`.
-    pub template: [u64; TEMPLATE_WORDS],
-}
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 128);
+use lb_common::pktgen::{GenConfig, PORT_STRIDE, PORTS_PER_ADDR, TEMPLATE_WORDS};
 
 #[map(name = "LB_GEN_CONFIG")]
 static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(1, 0);
@@ -162,11 +127,7 @@ pub fn xdp_fwd_floor(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     };
     // SAFETY: bounds checked by eth_mut.
-    unsafe {
-        let dst = (*eth).dst_addr;
-        (*eth).dst_addr = (*eth).src_addr;
-        (*eth).src_addr = dst;
-    }
+    unsafe { core::mem::swap(&mut (*eth).dst_addr, &mut (*eth).src_addr) };
     count(&SINK, 0, frame_len(&ctx));
     // Fail closed: no port in the devmap.
     TX_PORTS.redirect(0, 0).unwrap_or(xdp_action::XDP_DROP)

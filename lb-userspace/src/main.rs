@@ -333,8 +333,8 @@ async fn stats(socket: &Path, watch: bool, every: Duration) -> anyhow::Result<()
         tokio::time::sleep(every).await;
         let now = read().await?;
         // Clear the screen and redraw, like `watch`.
-        print!(
-            "\x1b[2J\x1b[H{:<22} {:>14} {:>12}\n",
+        println!(
+            "\x1b[2J\x1b[H{:<22} {:>14} {:>12}",
             "REASON", "PACKETS", "PER SECOND"
         );
         for ((k, n), (_, p)) in now.iter().zip(&prev) {

@@ -2,7 +2,7 @@
 //! controller, in a generator -> LB -> sink chain of namespaces, beside a trivial
 //! redirect forwarder in the LB's place (the floor of this machine).
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use lb::{
@@ -41,7 +41,8 @@ the path:
 - The sink counts what arrives; the rate is the sink's count over the generator's
   sending time, so it is what was forwarded, not what was offered.
 - The floor is `xdp_fwd_floor` in the LB's place: swap MACs, XDP_REDIRECT to the same
-  port, one counter. Same generator, same frames, same round.
+  port, one counter. Same generator, same frames, measured right before each block of
+  LB runs (per mode and address family) and compared with those.
 - On veth everything a frame triggers runs on the sending core (the peer's NAPI runs in
   the generator's softirq), so a rate is one core's budget for generator + forwarder +
   sink; the ratio LB / floor is the share the LB leaves of it. The other core should be
@@ -234,33 +235,29 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let chain = chain(ctx)?;
     let mut rows = Vec::new();
 
-    // The floor first, both families, at 1k flows (the generator's work per frame does
-    // not depend on the flow count).
-    let mut floor = BTreeMap::new();
-    {
-        let pin = attach_floor(&chain)?;
-        for v6 in [false, true] {
-            pktgen(ctx, &chain, v6, "ack", 1000, secs, Some(100_000))?;
-            let s = pktgen(ctx, &chain, v6, "ack", 1000, secs, None)?;
-            ctx.progress(format!(
-                "floor {}: {:.2} Mpps at the sink (sent {:.2})",
-                fam(v6),
-                s.received_mpps,
-                s.sent_mpps
-            ));
-            floor.insert(v6, s.received_mpps);
-            rows.push(Row::new(
-                format!("floor {} (xdp_fwd_floor)", fam(v6)),
-                s.received_mpps,
-                "Mpps",
-            ));
-        }
-        std::fs::remove_file(&pin).context("detaching the floor forwarder")?;
-    }
-
     let cases: &[(&str, u32)] = &[("ack", 1), ("ack", 1000), ("ack", 1_000_000), ("syn", 1000)];
     for mode in ["l2", "encap"] {
         for v6 in [false, true] {
+            // The floor right before the LB runs it is compared with, at 1k flows (the
+            // generator's work per frame does not depend on the flow count).
+            let base = {
+                let pin = attach_floor(&chain)?;
+                pktgen(ctx, &chain, v6, "ack", 1000, secs, Some(100_000))?;
+                let s = pktgen(ctx, &chain, v6, "ack", 1000, secs, None)?;
+                std::fs::remove_file(&pin).context("detaching the floor forwarder")?;
+                ctx.progress(format!(
+                    "{mode} {}: floor {:.2} Mpps at the sink (sent {:.2})",
+                    fam(v6),
+                    s.received_mpps,
+                    s.sent_mpps
+                ));
+                rows.push(Row::new(
+                    format!("{mode} {} floor (xdp_fwd_floor)", fam(v6)),
+                    s.received_mpps,
+                    "Mpps",
+                ));
+                s.received_mpps
+            };
             let instance = instance_name();
             let ctl = Controller::start(
                 &chain.lb,
@@ -274,7 +271,6 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                 let warm = u64::from(flows).max(100_000);
                 pktgen(ctx, &chain, v6, traffic, flows, secs, Some(warm))?;
                 let s = pktgen(ctx, &chain, v6, traffic, flows, secs, None)?;
-                let base = floor[&v6];
                 let metric = format!("{mode} {} {} {traffic}", fam(v6), flows_label(flows));
                 ctx.progress(format!(
                     "{metric}: {:.2} Mpps at the sink (sent {:.2}), floor {base:.2} -> {:.2}x{}",

@@ -20,18 +20,26 @@ pub const SCENARIO: Scenario = Scenario {
     name: "http",
     description: "HTTP through the VIP with wrk: direct vs XDP LB vs HAProxy (TCP mode), 1 KiB and 100 KiB",
     method: "\
-One L2 segment (a bridge in its own namespace) with a client, an LB node and two
-backends, each in its own namespace. The backends run Debian's nginx (2 workers,
-`sendfile`, keep-alive, no access log) serving a 1 KiB and a 100 KiB file on port 8080,
-and own the VIP on `lo` (direct server return: replies go straight to the client).
+One L2 segment (a bridge in its own namespace) with a client, an LB node and one backend,
+each in its own namespace. The backend runs Debian's nginx (2 workers, `sendfile`,
+keep-alive, no access log) serving a 1 KiB and a 100 KiB file on port 8080, and owns the
+VIP on `lo` (direct server return: replies go straight to the client).
 `wrk -t2 -c50 --latency` runs in the client namespace against:
-- **direct**: the first backend's own address (the baseline of every row);
+- **direct**: the backend's own address (the baseline of every row);
 - **xdp**: the VIP, routed via the LB node, where `lb run` attaches `xdp_lb` (L2 DSR,
-  both backends, TCP health checks once a second);
+  TCP health checks once a second);
 - **haproxy**: HAProxy 2.6 on the LB node's address, `mode tcp`, `balance roundrobin`
-  over the same two backends (a full proxy: both directions cross it); `xdp_lb` is
-  detached while it runs.
-Each run lasts 10 s (3 s under `--quick`) after a 1 s warm-up. CPU per request is the
+  to the same backend (a full proxy: both directions cross it); the controller is
+  stopped (`xdp_lb` detached) while it runs, and so is the `xdp_pass` that the XDP LB
+  needs on the bridge end of its veth (XDP_TX on a veth only arrives when the peer runs
+  XDP; with it, every frame the LB node sends is copied, which would tax HAProxy's
+  responses, not the DSR replies of the XDP LB).
+One backend for all three, so the only difference is the box in the middle: with two
+backends behind the middle boxes and one for direct, the extra nginx workers on these
+2 shared cores changed req/s and p99 by more than the middle box did. (The data-plane
+scenario covers several backends.)
+For each response size the three runs follow each other (direct, xdp, haproxy), each
+10 s (3 s under `--quick`) after a 1 s warm-up. CPU per request is the
 machine's busy time from `/proc/stat` (every state except idle and iowait: user, system,
 softirq included) over the run, divided by the requests served; it counts wrk, nginx,
 HAProxy and the kernel alike, so differences between rows are what the middle box costs.
@@ -50,15 +58,19 @@ fn ip(host: u8) -> IpAddr {
     format!("{NET}{host}").parse().expect("constant address")
 }
 
-/// The topology with nginx running on both backends.
+/// Backends behind the LB and HAProxy (and the first is "direct").
+const BACKENDS: usize = 1;
+
+/// The topology with nginx running on the backends.
 struct Net {
     client: Ns,
     lb: Ns,
+    sw: Ns,
     dir: TempDir,
     vip: IpAddr,
     lb_addr: IpAddr,
     backends: Vec<(IpAddr, String)>,
-    _pins: BpfPins,
+    pins: BpfPins,
     _topo: Topology,
 }
 
@@ -75,15 +87,17 @@ fn nginx_conf(dir: &Path, www: &Path) -> String {
     )
 }
 
-fn net(ctx: &Ctx) -> anyhow::Result<Net> {
+fn net() -> anyhow::Result<Net> {
     let mut topo = Topology::new("http")?;
     let pins = BpfPins::new("http")?;
     let sw = topo.ns("sw")?;
     topo.bridge(&sw, "br0")?;
     let client = topo.ns("client")?;
     let lb = topo.ns("lb")?;
-    let b1 = topo.ns("b1")?;
-    let b2 = topo.ns("b2")?;
+    let mut bns = Vec::new();
+    for i in 1..=BACKENDS {
+        bns.push(topo.ns(&format!("b{i}"))?);
+    }
     let vip = ip(100);
     let lb_addr = ip(2);
     topo.plug(&client, "eth0", &sw, "br0", "pc")?;
@@ -93,8 +107,6 @@ fn net(ctx: &Ctx) -> anyhow::Result<Net> {
     // Frames that cross xdp_lb keep no checksum-offload note: send them complete.
     client.sw_checksums("eth0")?;
     client.route(&[&format!("{vip}/32"), "via", &lb_addr.to_string()])?;
-    // XDP_TX on a veth only delivers when the peer end runs XDP too.
-    attach_helper(&sw, &ctx.lb, "xdp_pass", "plb", &pins.dir.join("plb"))?;
 
     let dir = TempDir::new("http")?;
     let www = dir.0.join("www");
@@ -102,7 +114,7 @@ fn net(ctx: &Ctx) -> anyhow::Result<Net> {
     std::fs::write(www.join("1k.bin"), vec![b'x'; 1024])?;
     std::fs::write(www.join("100k.bin"), vec![b'x'; 100 * 1024])?;
     let mut backends = Vec::new();
-    for (i, b) in [&b1, &b2].into_iter().enumerate() {
+    for (i, b) in bns.iter().enumerate() {
         topo.plug(b, "eth0", &sw, "br0", &format!("pb{}", i + 1))?;
         let a = ip(11 + i as u8);
         b.addr("eth0", &format!("{a}/24"))?;
@@ -142,7 +154,8 @@ fn net(ctx: &Ctx) -> anyhow::Result<Net> {
         vip,
         lb_addr,
         backends,
-        _pins: pins,
+        sw,
+        pins,
         _topo: topo,
     })
 }
@@ -217,80 +230,122 @@ fn wrk(ctx: &Ctx, client: &Ns, url: &str, secs: u64) -> anyhow::Result<Wrk> {
 
 const SIZES: [(&str, &str); 2] = [("1 KiB", "1k.bin"), ("100 KiB", "100k.bin")];
 
+/// Removes a bpffs pin on drop (detaching the program whose link it holds).
+struct Unpin(std::path::PathBuf);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One warm-up (not under `--quick`) and one measured wrk run against `host`.
+fn one(
+    ctx: &Ctx,
+    n: &Net,
+    who: &str,
+    host: IpAddr,
+    size: (&str, &str),
+    secs: u64,
+) -> anyhow::Result<Wrk> {
+    let (label, file) = size;
+    let url = format!("http://{host}:{PORT}/{file}");
+    if !ctx.quick {
+        wrk(ctx, &n.client, &url, 1)?;
+    }
+    let w = wrk(ctx, &n.client, &url, secs)?;
+    ctx.progress(format!(
+        "{who} {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
+        w.rps, w.p50_ms, w.p99_ms, w.cpu_us_per_req
+    ));
+    Ok(w)
+}
+
+fn controller_config(n: &Net, instance: &str) -> String {
+    let backends: Vec<String> = n
+        .backends
+        .iter()
+        .map(|(a, mac)| format!("{{ address = \"{a}\", mac = \"{mac}\" }}"))
+        .collect();
+    format!(
+        "instance = \"{instance}\"\ninterface = \"eth0\"\nhash_seed = 7\nconntrack_size = 262144\n\n\
+         [[services]]\nname = \"web\"\nvip = \"{}\"\nproto = \"tcp\"\nport = {PORT}\nmode = \"l2\"\n\
+         health = {{ kind = \"tcp\", interval_ms = 1000, timeout_ms = 500 }}\nbackends = [ {} ]\n",
+        n.vip,
+        backends.join(", ")
+    )
+}
+
+/// Starts HAProxy on the LB node; killed when the returned guard drops.
+fn start_haproxy(n: &Net) -> anyhow::Result<lb_tests::Proc> {
+    let cfg = n.dir.0.join("haproxy.cfg");
+    let servers: String = n
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, (a, _))| format!("  server b{} {a}:{PORT}\n", i + 1))
+        .collect();
+    // maxconn bounds the file descriptors HAProxy asks for (the limit here is 20000).
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  maxconn 8000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\n\
+             frontend fe\n  bind {}:{PORT}\n  default_backend be\n\nbackend be\n  balance roundrobin\n{servers}",
+            n.lb_addr
+        ),
+    )?;
+    let mut p =
+        n.lb.spawn(&["haproxy", "-db", "-f", cfg.to_str().context("path")?])?;
+    if let Err(e) = wait_port(
+        &n.client,
+        SocketAddr::new(n.lb_addr, PORT),
+        Duration::from_secs(10),
+    ) {
+        let exited = !p.alive();
+        p.stop(libc::SIGKILL);
+        return Err(e).context(if exited {
+            "haproxy exited at start (its messages are above)"
+        } else {
+            "haproxy did not start listening (is Debian's haproxy installed? cargo xtask setup)"
+        });
+    }
+    Ok(p)
+}
+
 fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let secs = ctx.pick(10, 3);
-    let n = net(ctx)?;
-    let measure = |who: &str, host: IpAddr| -> anyhow::Result<Vec<Wrk>> {
-        let mut out = Vec::new();
-        for (label, file) in SIZES {
-            let url = format!("http://{host}:{PORT}/{file}");
-            if !ctx.quick {
-                wrk(ctx, &n.client, &url, 1)?;
-            }
-            let w = wrk(ctx, &n.client, &url, secs)?;
-            ctx.progress(format!(
-                "{who} {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
-                w.rps, w.p50_ms, w.p99_ms, w.cpu_us_per_req
-            ));
-            out.push(w);
-        }
-        Ok(out)
-    };
-
-    let direct = measure("direct", n.backends[0].0)?;
-
-    let xdp = {
-        let instance = instance_name();
-        let backends: Vec<String> = n
-            .backends
-            .iter()
-            .map(|(a, mac)| format!("{{ address = \"{a}\", mac = \"{mac}\" }}"))
-            .collect();
-        let config = format!(
-            "instance = \"{instance}\"\ninterface = \"eth0\"\nhash_seed = 7\nconntrack_size = 262144\n\n\
-             [[services]]\nname = \"web\"\nvip = \"{}\"\nproto = \"tcp\"\nport = {PORT}\nmode = \"l2\"\n\
-             health = {{ kind = \"tcp\", interval_ms = 1000, timeout_ms = 500 }}\nbackends = [ {} ]\n",
-            n.vip,
-            backends.join(", ")
-        );
-        let _ctl = Controller::start(&n.lb, &ctx.lb, &n.dir.0, &instance, &config)?;
-        measure("xdp", n.vip)?
-    };
-
-    let haproxy = {
-        let cfg = n.dir.0.join("haproxy.cfg");
-        let servers: String = n
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, (a, _))| format!("  server b{} {a}:{PORT}\n", i + 1))
-            .collect();
-        std::fs::write(
-            &cfg,
-            format!(
-                "global\n  maxconn 100000\n\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\n\
-                 frontend fe\n  bind {}:{PORT}\n  default_backend be\n\nbackend be\n  balance roundrobin\n{servers}",
-                n.lb_addr
-            ),
-        )?;
-        let mut p =
-            n.lb.spawn(&["haproxy", "-db", "-f", cfg.to_str().context("path")?])?;
-        let r = wait_port(
-            &n.client,
-            SocketAddr::new(n.lb_addr, PORT),
-            Duration::from_secs(10),
-        )
-        .context("haproxy did not start (is Debian's haproxy installed? cargo xtask setup)")
-        .and_then(|()| measure("haproxy", n.lb_addr));
-        p.stop(libc::SIGTERM);
-        r?
-    };
-
+    let n = net()?;
     let mut rows = Vec::new();
-    for (i, (label, _)) in SIZES.iter().enumerate() {
-        let d = direct[i];
-        for (who, w) in [("xdp", xdp[i]), ("haproxy", haproxy[i])] {
-            let is_xdp = who == "xdp";
+    // Per size the three runs follow each other, so drift on this shared machine hits
+    // the candidate and its baseline alike. Only one middle box is up at a time.
+    for size in SIZES {
+        let label = size.0;
+        let d = one(ctx, &n, "direct", n.backends[0].0, size, secs)?;
+        let xdp = {
+            // XDP_TX on a veth only delivers when the peer end runs XDP too: the bridge
+            // port of the LB gets an xdp_pass, only while the XDP LB runs (on a veth it
+            // costs every frame the LB node sends a copy, which would tax HAProxy's
+            // responses).
+            let pass = n.pins.dir.join("plb");
+            attach_helper(&n.sw, &ctx.lb, "xdp_pass", "plb", &pass)?;
+            let _detach = Unpin(pass);
+            let instance = instance_name();
+            let _ctl = Controller::start(
+                &n.lb,
+                &ctx.lb,
+                &n.dir.0,
+                &instance,
+                &controller_config(&n, &instance),
+            )?;
+            one(ctx, &n, "xdp", n.vip, size, secs)?
+        };
+        let haproxy = {
+            let mut p = start_haproxy(&n)?;
+            let w = one(ctx, &n, "haproxy", n.lb_addr, size, secs);
+            p.stop(libc::SIGTERM);
+            w?
+        };
+        for (who, w) in [("xdp", xdp), ("haproxy", haproxy)] {
             let mut rps =
                 Row::new(format!("{who} {label} req/s"), w.rps, "req/s").vs("direct", d.rps);
             let p50 = Row::new(format!("{who} {label} p50"), w.p50_ms, "ms").vs("direct", d.p50_ms);
@@ -298,7 +353,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                 Row::new(format!("{who} {label} p99"), w.p99_ms, "ms").vs("direct", d.p99_ms);
             let mut cpu = Row::new(format!("{who} {label} CPU/request"), w.cpu_us_per_req, "us")
                 .vs("direct", d.cpu_us_per_req);
-            if is_xdp {
+            if who == "xdp" {
                 rps = rps.target(Check::RatioAtLeast(0.95), ">= 0.95x direct");
                 p99 = p99.target(Check::RatioAtMost(1.2), "<= 1.2x direct");
                 cpu = cpu.target(Check::DiffAtMost(1.0), "<= direct + 1 us");

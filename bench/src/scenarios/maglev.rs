@@ -14,7 +14,7 @@ pub const SCENARIO: Scenario = Scenario {
 `lb::maglev::bench_build(n, 65537, k)` populates a ring of M = 65537 slots from `n`
 equal-weight backends `k` times (the backend list is built outside the timed part);
 each figure is the median of 21 builds (5 under `--quick`) on a thread pinned to one
-core. The Maglev paper (NSDI 2016, section 5.3) reports 1.8 ms for 1000 backends at this
+core. The Maglev paper (NSDI 2016) reports 1.8 ms for 1000 backends at this
 size; that is the target.",
     pinned: true,
     run,

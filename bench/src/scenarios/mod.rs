@@ -3,9 +3,12 @@
 
 use crate::ctx::{Ctx, Row};
 
+pub mod app;
 pub mod dataplane;
+pub mod failover;
 pub mod http;
 pub mod maglev;
+pub mod web;
 pub mod xdp;
 
 /// A benchmark the runner can call once per round.
@@ -29,4 +32,7 @@ pub const ALL: &[&Scenario] = &[
     &maglev::SCENARIO,
     &dataplane::SCENARIO,
     &http::SCENARIO,
+    &web::SCENARIO,
+    &app::SCENARIO,
+    &failover::SCENARIO,
 ];
