@@ -39,12 +39,14 @@
 //! - [`support`]: the controller and helpers shared by namespace scenarios
 //! - [`report`]: aggregation, JSON lines, console, BENCHMARKS.md
 //! - [`plot`]: the SVG charts
+//! - [`wrk`]: running wrk and reading its report
 
 mod ctx;
 mod plot;
 mod report;
 mod scenarios;
 mod support;
+mod wrk;
 
 use std::{collections::BTreeMap, path::PathBuf, time::SystemTime};
 

@@ -15,8 +15,9 @@ use app_tier::testing::MariaDb;
 
 use super::{
     Scenario,
-    web::{Wrk, error_note, proc_cpu_ticks, us_per_request, wrk_run},
+    web::{proc_cpu_ticks, us_per_request},
 };
+use crate::wrk::{Wrk, error_note, wrk_run};
 use crate::{
     ctx::{Check, Ctx, Row, clock_ticks},
     support::TempDir,

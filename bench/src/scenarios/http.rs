@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use lb_tests::{BpfPins, Ns, Topology};
 
 use super::Scenario;
@@ -162,56 +162,25 @@ fn net() -> anyhow::Result<Net> {
 
 /// What one wrk run measured.
 #[derive(Debug, Clone, Copy)]
-struct Wrk {
+struct Measured {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
     cpu_us_per_req: f64,
 }
 
-/// "1.23ms" / "870.00us" / "1.02s" -> milliseconds.
-fn latency_ms(s: &str) -> Option<f64> {
-    let (num, mul) = if let Some(n) = s.strip_suffix("us") {
-        (n, 1e-3)
-    } else if let Some(n) = s.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1e3)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60e3)
-    } else {
-        return None;
-    };
-    num.parse::<f64>().ok().map(|v| v * mul)
-}
-
-/// Requests, req/s, p50 and p99 from wrk's `--latency` output.
-fn parse_wrk(out: &str) -> anyhow::Result<(u64, f64, f64, f64)> {
-    let mut requests = None;
-    let mut rps = None;
-    let (mut p50, mut p99) = (None, None);
-    for line in out.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        match w.as_slice() {
-            ["Requests/sec:", v, ..] => rps = v.parse().ok(),
-            ["50%", v, ..] => p50 = latency_ms(v),
-            ["99%", v, ..] => p99 = latency_ms(v),
-            [n, "requests", "in", ..] => requests = n.parse().ok(),
-            _ => {}
-        }
-    }
-    match (requests, rps, p50, p99) {
-        (Some(n), Some(r), Some(a), Some(b)) => Ok((n, r, a, b)),
-        _ => bail!("could not parse wrk's output:\n{out}"),
-    }
-}
-
-fn wrk(ctx: &Ctx, client: &Ns, url: &str, secs: u64) -> anyhow::Result<Wrk> {
+fn wrk(ctx: &Ctx, client: &Ns, url: &str, secs: u64) -> anyhow::Result<Measured> {
     let d = format!("{secs}s");
     let before = cpu_times()?.0;
     let out = client.run(&["wrk", "-t2", "-c50", &format!("-d{d}"), "--latency", url])?;
     let after = cpu_times()?.0;
-    let (requests, rps, p50_ms, p99_ms) = parse_wrk(&out)?;
+    let crate::wrk::Wrk {
+        requests,
+        rps,
+        p50_ms,
+        p99_ms,
+        ..
+    } = crate::wrk::parse_wrk(&out)?;
     if let Some(l) = out
         .lines()
         .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
@@ -220,7 +189,7 @@ fn wrk(ctx: &Ctx, client: &Ns, url: &str, secs: u64) -> anyhow::Result<Wrk> {
     }
     let busy = after.busy.saturating_sub(before.busy) + after.steal.saturating_sub(before.steal);
     let cpu_us_per_req = busy as f64 / clock_ticks() * 1e6 / requests.max(1) as f64;
-    Ok(Wrk {
+    Ok(Measured {
         rps,
         p50_ms,
         p99_ms,
@@ -247,7 +216,7 @@ fn one(
     host: IpAddr,
     size: (&str, &str),
     secs: u64,
-) -> anyhow::Result<Wrk> {
+) -> anyhow::Result<Measured> {
     let (label, file) = size;
     let url = format!("http://{host}:{PORT}/{file}");
     if !ctx.quick {
@@ -362,33 +331,4 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         }
     }
     Ok(rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_wrk_latency_output() {
-        let out = "Running 10s test @ http://10.88.0.100:8080/1k.bin
-  2 threads and 50 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     1.03ms  503.43us  12.34ms   80.00%
-    Req/Sec    24.00k     1.20k   27.00k    70.00%
-  Latency Distribution
-     50%  870.00us
-     75%    1.22ms
-     90%    1.60ms
-     99%    2.50ms
-  480000 requests in 10.00s, 560.00MB read
-Requests/sec:  48000.12
-Transfer/sec:     56.00MB
-";
-        let (n, rps, p50, p99) = parse_wrk(out).unwrap();
-        assert_eq!(n, 480_000);
-        assert!((rps - 48000.12).abs() < 1e-6);
-        assert!((p50 - 0.87).abs() < 1e-9);
-        assert!((p99 - 2.5).abs() < 1e-9);
-        assert_eq!(latency_ms("1.50s"), Some(1500.0));
-    }
 }
