@@ -13,8 +13,11 @@
 //! Failing fast: sqlx keeps retrying a refused connect until `acquire_timeout`. With a
 //! dead database that would hold every request for the full timeout, so each target has
 //! a small circuit breaker: after a connect failure it answers "unavailable" at once for
-//! `retry_interval_ms`, then lets requests try again. Recovery needs no restart: the
-//! pools discard broken connections (`test_before_acquire`) and open new ones.
+//! `retry_interval_ms`, then lets requests try again. A failure only trips the breaker
+//! if nothing succeeded since that attempt began: an acquire that started during an
+//! outage can time out after the database is back, and its stale verdict must not take
+//! a recovered target down again. Recovery needs no restart: the pools discard broken
+//! connections (`test_before_acquire`) and open new ones.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -32,8 +35,41 @@ use crate::metrics::{Metrics, PoolSample};
 pub struct Target {
     name: String,
     pool: MySqlPool,
-    /// Milliseconds since `Db::epoch` until which this target is considered down.
+    breaker: Breaker,
+}
+
+/// A target's circuit breaker; times are milliseconds since `Db::epoch`.
+#[derive(Debug, Default)]
+struct Breaker {
+    /// Until when the target is considered down (0: up).
     down_until_ms: AtomicU64,
+    /// One past when an acquire last succeeded (0: never).
+    last_ok_end_ms: AtomicU64,
+}
+
+impl Breaker {
+    /// Whether requests may try the target at `now`.
+    fn allows(&self, now: u64) -> bool {
+        now >= self.down_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn record_ok(&self, now: u64) {
+        self.last_ok_end_ms
+            .fetch_max(now.saturating_add(1), Ordering::Relaxed);
+        self.down_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// An attempt that began at `started` failed at `now`. It trips the breaker for
+    /// `retry_ms` unless another attempt succeeded since it began (a stale failure).
+    /// Returns whether it tripped.
+    fn record_failure(&self, started: u64, now: u64, retry_ms: u64) -> bool {
+        if self.last_ok_end_ms.load(Ordering::Relaxed) > started {
+            return false;
+        }
+        self.down_until_ms
+            .fetch_max(now.saturating_add(retry_ms), Ordering::Relaxed);
+        true
+    }
 }
 
 impl Target {
@@ -95,7 +131,7 @@ impl Db {
                 &config.url,
                 "database.url",
             )?),
-            down_until_ms: AtomicU64::new(0),
+            breaker: Breaker::default(),
         };
         let replicas = config
             .replica_urls
@@ -109,7 +145,7 @@ impl Db {
                         url,
                         "database.replica_urls",
                     )?),
-                    down_until_ms: AtomicU64::new(0),
+                    breaker: Breaker::default(),
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -168,23 +204,23 @@ impl Db {
 
     /// A connection from `target`, honouring its breaker.
     async fn acquire_from(&self, target: &Target) -> Result<PoolConnection<MySql>, ApiError> {
-        if self.now_ms() < target.down_until_ms.load(Ordering::Relaxed) {
+        let started = self.now_ms();
+        if !target.breaker.allows(started) {
             return Err(ApiError::DatabaseUnavailable {
                 detail: format!("{} marked down after a recent failure", target.name),
             });
         }
         match target.pool.acquire().await {
             Ok(conn) => {
-                target.down_until_ms.store(0, Ordering::Relaxed);
+                target.breaker.record_ok(self.now_ms());
                 self.metrics.observe_acquire(&target.name);
                 Ok(conn)
             }
             Err(e) => {
                 let err = ApiError::from(e);
                 if err.is_unavailable() {
-                    let until = self.now_ms()
-                        + u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX);
-                    target.down_until_ms.store(until, Ordering::Relaxed);
+                    let retry = u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX);
+                    target.breaker.record_failure(started, self.now_ms(), retry);
                 }
                 Err(err)
             }
@@ -253,5 +289,59 @@ impl DbSession {
         // `Transaction::begin` on an owned pool connection gives a `'static` transaction
         // that returns the connection to the pool (rolled back if not committed) on drop.
         Ok(Transaction::begin(conn, None).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Breaker;
+
+    #[test]
+    fn a_failure_trips_the_breaker_for_the_retry_interval() {
+        let b = Breaker::default();
+        assert!(b.allows(0));
+        assert!(b.record_failure(100, 120, 250));
+        assert!(!b.allows(121));
+        assert!(!b.allows(369));
+        assert!(b.allows(370));
+    }
+
+    #[test]
+    fn a_success_closes_the_breaker() {
+        let b = Breaker::default();
+        b.record_failure(0, 10, 250);
+        assert!(!b.allows(20));
+        b.record_ok(30);
+        assert!(b.allows(31));
+    }
+
+    #[test]
+    fn a_failure_that_began_before_a_later_success_is_stale() {
+        // An acquire began during the outage (t=100) and timed out at t=2100; another,
+        // begun after the restart, succeeded at t=1500. The target stays up.
+        let b = Breaker::default();
+        b.record_ok(1500);
+        assert!(!b.record_failure(100, 2100, 250));
+        assert!(b.allows(2101));
+        // A failure that began after the last success still trips it.
+        assert!(b.record_failure(1600, 2200, 250));
+        assert!(!b.allows(2201));
+    }
+
+    #[test]
+    fn a_success_at_the_start_millisecond_makes_the_failure_stale() {
+        let b = Breaker::default();
+        b.record_ok(0);
+        assert!(!b.record_failure(0, 5, 250));
+        assert!(b.allows(6));
+    }
+
+    #[test]
+    fn concurrent_failures_keep_the_latest_deadline() {
+        let b = Breaker::default();
+        b.record_failure(0, 500, 250);
+        b.record_failure(0, 100, 250);
+        assert!(!b.allows(700));
+        assert!(b.allows(750));
     }
 }
