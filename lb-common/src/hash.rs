@@ -5,7 +5,7 @@
 //! the 5-tuple words, then its finaliser: a few multiplies and rotates, no loops the
 //! verifier has to bound, and good avalanche so neighbouring ports spread over the ring.
 
-use crate::FlowKey;
+use crate::{FlowKey, ServiceKey};
 
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
@@ -44,6 +44,25 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     h = mix(h, (u32::from(key.sport_be) << 16) | u32::from(key.dport_be));
     h = mix(h, u32::from(key.proto));
     fmix(h ^ 40)
+}
+
+/// Slot of `key` in the per-CPU flow cache (mask it with `FLOW_CACHE_SLOTS - 1`).
+/// Cheaper than [`flow_hash`]: the addresses are folded by XOR before one finaliser,
+/// which is plenty to spread a direct-mapped cache.
+#[inline(always)]
+pub fn cache_slot(key: &FlowKey) -> u32 {
+    let s = key.src_be[0] ^ key.src_be[1] ^ key.src_be[2] ^ key.src_be[3];
+    let d = key.dst_be[0] ^ key.dst_be[1] ^ key.dst_be[2] ^ key.dst_be[3];
+    let ports = (u32::from(key.sport_be) << 16) | u32::from(key.dport_be);
+    fmix(s ^ d.rotate_left(13) ^ ports.wrapping_mul(C1))
+}
+
+/// Slot of `key` in the per-CPU service cache (mask it with `SERVICE_CACHE_SLOTS - 1`).
+#[inline(always)]
+pub fn service_slot(key: &ServiceKey) -> u32 {
+    let a = key.addr_be[0] ^ key.addr_be[1] ^ key.addr_be[2] ^ key.addr_be[3];
+    let rest = (u32::from(key.port_be) << 16) | (u32::from(key.proto) << 8);
+    fmix(a ^ rest.wrapping_mul(C2))
 }
 
 /// Folds a 32-bit one's-complement sum to the 16-bit Internet checksum (RFC 1071).

@@ -32,6 +32,11 @@ pub const MAP_RINGS: &str = "LB_RINGS";
 pub const MAP_CONNTRACK: &str = "LB_CONNTRACK";
 /// First-fragment table: [`FragKey`] -> [`Flow`] (LRU hash).
 pub const MAP_FRAGS: &str = "LB_FRAGS";
+/// Per-CPU flow cache in front of the connection table: slot -> [`FlowCacheEntry`]
+/// (per-CPU array; see [`FlowCacheEntry`]).
+pub const MAP_FLOW_CACHE: &str = "LB_FLOW_CACHE";
+/// Per-CPU service cache in front of [`MAP_SERVICES`]: slot -> [`ServiceCacheEntry`].
+pub const MAP_SERVICE_CACHE: &str = "LB_SERVICE_CACHE";
 /// Global configuration: index 0 -> [`Config`] (array of one).
 pub const MAP_CONFIG: &str = "LB_CONFIG";
 /// Per-CPU counters per exit reason: [`reason`] index -> [`Counter`].
@@ -64,6 +69,13 @@ pub const CONNTRACK_SIZE: u32 = 1 << 20;
 pub const FRAGS_SIZE: u32 = 8192;
 /// Devmap capacity.
 pub const MAX_TX_PORTS: u32 = 64;
+/// Slots of the per-CPU flow cache (a power of two).
+pub const FLOW_CACHE_SLOTS: u32 = 8192;
+/// Slots of the per-CPU service cache (a power of two).
+pub const SERVICE_CACHE_SLOTS: u32 = 256;
+/// A cached flow goes through the connection table again on every this-many-th hit,
+/// so the shared table's LRU order still sees the flows the cache serves.
+pub const FLOW_CACHE_REFRESH: u32 = 256;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
@@ -96,6 +108,20 @@ pub struct ServiceKey {
 }
 const _: () = assert!(size_of::<ServiceKey>() == 20);
 
+impl ServiceKey {
+    /// Field-by-field equality without `memcmp` (see [`FlowKey::same_flow`]).
+    #[inline(always)]
+    pub fn same_service(&self, o: &ServiceKey) -> bool {
+        let mut d = 0;
+        for i in 0..4 {
+            d |= self.addr_be[i] ^ o.addr_be[i];
+        }
+        d |= u32::from(self.port_be ^ o.port_be);
+        d |= u32::from(self.proto ^ o.proto) | (u32::from(self.family ^ o.family) << 8);
+        d == 0
+    }
+}
+
 /// Value of [`MAP_SERVICES`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -113,6 +139,22 @@ pub struct Service {
     pub ring_size: u32,
 }
 const _: () = assert!(size_of::<Service>() == 16);
+
+/// Value of [`MAP_SERVICE_CACHE`]: one CPU's memo of which service a (VIP, protocol,
+/// port) resolved to (the exact-port service or the VIP's port-0 one). New flows to a
+/// busy VIP (every SYN) then skip the [`MAP_SERVICES`] hash lookup. Valid only while
+/// `epoch` equals [`Config::epoch`], which the controller bumps after every change;
+/// misses (not a VIP) are not cached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ServiceCacheEntry {
+    /// The packet's (VIP, port, protocol, family).
+    pub key: ServiceKey,
+    pub epoch: u32,
+    pub svc: Service,
+}
+const _: () = assert!(size_of::<ServiceCacheEntry>() == 40);
 
 /// Value of [`MAP_BACKENDS`].
 #[repr(C)]
@@ -148,6 +190,47 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 40);
 
+impl FlowKey {
+    /// Field-by-field equality, written out so the BPF build compares words instead of
+    /// calling `memcmp` (a byte loop on that target).
+    #[inline(always)]
+    pub fn same_flow(&self, o: &FlowKey) -> bool {
+        let mut d = 0;
+        for i in 0..4 {
+            d |= (self.src_be[i] ^ o.src_be[i]) | (self.dst_be[i] ^ o.dst_be[i]);
+        }
+        d |= u32::from(self.sport_be ^ o.sport_be) | (u32::from(self.dport_be ^ o.dport_be) << 16);
+        d |= u32::from(self.proto ^ o.proto) | (u32::from(self.family ^ o.family) << 8);
+        d == 0
+    }
+}
+
+/// Value of [`MAP_FLOW_CACHE`]: one CPU's memo of a TCP flow's connection-table entry.
+///
+/// The established-TCP hot path looks here first (an array slot chosen by
+/// [`hash::cache_slot`], no hash-map call) and falls back to the service and
+/// connection-table lookups on any doubt: another flow in the slot, an `epoch` older
+/// than [`Config::epoch`] (the controller bumps it after every change it writes), a
+/// backend now down, or every [`FLOW_CACHE_REFRESH`]-th hit. Like Katran's per-CPU LRU
+/// tables it assumes a flow's packets arrive on one CPU (RSS): a SYN re-hashed on one
+/// CPU updates the shared table and that CPU's cache only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowCacheEntry {
+    pub key: FlowKey,
+    pub backend: u32,
+    pub svc_id: u32,
+    /// The service's `SVC_MODE_*` bits.
+    pub svc_flags: u32,
+    /// [`hash::flow_hash`] of `key` (the encapsulation source uses it).
+    pub hash: u32,
+    /// [`Config::epoch`] when the entry was filled.
+    pub epoch: u32,
+    pub hits: u32,
+}
+const _: () = assert!(size_of::<FlowCacheEntry>() == 64);
+
 /// Value of [`MAP_CONNTRACK`] and [`MAP_FRAGS`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,7 +240,8 @@ pub struct Flow {
     /// The service's `SVC_MODE_*` bits at the time the flow was pinned (a non-first
     /// fragment has no ports to find its service by).
     pub flags: u32,
-    /// `bpf_ktime_get_ns` of the last packet (UDP idle expiry) or of creation (TCP).
+    /// `bpf_ktime_get_ns` of the last packet (UDP idle expiry); 0 for TCP, whose
+    /// entries never expire by time (the LRU evicts them).
     pub last_seen_ns: u64,
 }
 const _: () = assert!(size_of::<Flow>() == 16);
@@ -192,7 +276,9 @@ pub struct Config {
     /// Outer IPv4 source prefix for encapsulation; the low 16 bits come from the flow
     /// hash so receivers spread flows across queues (RSS on the outer header).
     pub encap_src_v4_be: u32,
-    pub _pad: u32,
+    /// Bumped by the controller after every change it writes to services, backends or
+    /// rings; per-CPU flow-cache entries of an older epoch are not used.
+    pub epoch: u32,
     /// Outer IPv6 source prefix; the last 32 bits come from the flow hash.
     pub encap_src_v6_be: [u32; 4],
     /// The LB's own MAC on the attached interface. Unicast frames for another host
@@ -265,6 +351,9 @@ pub mod reason {
     pub const EVENT_ICMP_STEERED: u32 = 20;
     /// A fragment followed its first fragment's backend.
     pub const EVENT_FRAG_FOLLOWED: u32 = 21;
+    /// An established TCP packet was served from the per-CPU flow cache (no service or
+    /// connection-table lookup).
+    pub const EVENT_FLOW_CACHE_HIT: u32 = 22;
     pub const COUNT: u32 = 24;
 
     /// Human names, index = counter index (used by metrics and `lb status`).
@@ -291,9 +380,16 @@ pub mod reason {
         "udp_expired",
         "icmp_steered",
         "frag_followed",
-        "",
+        "flow_cache_hit",
         "",
     ];
+}
+
+/// The ring slot (< `m`) of a flow with hash `hash`: Lemire's multiply-shift range
+/// reduction, uniform like `hash % m` but without a division on the packet path.
+#[inline(always)]
+pub const fn ring_slot(hash: u32, m: u32) -> u32 {
+    ((hash as u64 * m as u64) >> 32) as u32
 }
 
 /// Index of slot `slot` of ring half `half` of service `id` in [`MAP_RINGS`].
@@ -310,6 +406,8 @@ mod pod {
     unsafe impl aya::Pod for Service {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowCacheEntry {}
+    unsafe impl aya::Pod for ServiceCacheEntry {}
     unsafe impl aya::Pod for Flow {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for Config {}

@@ -11,7 +11,7 @@ use network_types::{
 use crate::{
     TX_PORTS,
     lb::{ETH_LEN, PROTO_ICMP, PROTO_ICMPV6, Packet, Verdict, pass},
-    parse::{csum_replace16, ptr_at, sum16},
+    parse::{csum_replace16, mac_at, ptr_at, set_macs, sum16},
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -37,10 +37,10 @@ fn send(b: &Backend, tx: u32) -> Verdict {
 #[inline(always)]
 pub fn l2(ctx: &XdpContext, b: &Backend) -> Verdict {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
-    // SAFETY: bounds checked.
+    // SAFETY: bounds checked; `b` is a valid reference.
     unsafe {
-        (*eth).src_addr = (*eth).dst_addr;
-        (*eth).dst_addr = b.mac;
+        let lb_mac = mac_at(&raw const (*eth).dst_addr);
+        set_macs(eth, mac_at(&b.mac), lb_mac);
     }
     send(b, reason::TX_L2)
 }
@@ -62,7 +62,7 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
     }
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::PASS_MALFORMED))?;
     // SAFETY: bounds checked.
-    let lb_mac = unsafe { (*eth).dst_addr };
+    let lb_mac = unsafe { mac_at(&raw const (*eth).dst_addr) };
     let tos = match ptr_at::<[u8; 2]>(ctx, ETH_LEN) {
         // SAFETY: bounds checked. IPv4 TOS is byte 1; IPv6 traffic class straddles 0-1.
         Some(p) => unsafe {
@@ -78,11 +78,8 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
         return Ok((xdp_action::XDP_DROP, reason::DROP_ADJUST_FAILED));
     }
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
-    // SAFETY: bounds checked.
-    unsafe {
-        (*eth).dst_addr = b.mac;
-        (*eth).src_addr = lb_mac;
-    }
+    // SAFETY: bounds checked; `b` is a valid reference.
+    unsafe { set_macs(eth, mac_at(&b.mac), lb_mac) };
     let inner_proto = if pkt.key.family == FAMILY_V4 {
         IPPROTO_IPIP
     } else {

@@ -9,7 +9,11 @@
 //!    the LB's own stack would only feed a reassembly queue that never completes).
 //! 3. TCP/UDP: service by (VIP, proto, port), else the VIP's port-0 "all ports" service.
 //! 4. Backend: connection table first (not for a TCP SYN, which always follows the
-//!    current ring), else the ring slot `flow_hash % M` of the live ring half.
+//!    current ring), else the ring slot [`ring_slot`]`(flow_hash, M)` of the live ring half.
+//!
+//! Established TCP (not a SYN, not a fragment) first tries this CPU's flow cache
+//! ([`lb_common::FlowCacheEntry`]): a hit forwards without the service and
+//! connection-table lookups, the two hash-map calls that dominate the hit path.
 
 #![expect(
     clippy::needless_borrows_for_generic_args,
@@ -18,8 +22,11 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, Flow, FlowKey, FragKey, PROTO_TCP,
-    PROTO_UDP, RING_MAX, Service, ServiceKey, hash::flow_hash, reason, ring_index,
+    BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS,
+    Flow, FlowCacheEntry, FlowKey, FragKey, PROTO_TCP, PROTO_UDP, RING_MAX, SERVICE_CACHE_SLOTS,
+    Service, ServiceCacheEntry, ServiceKey,
+    hash::{cache_slot, flow_hash, service_slot},
+    reason, ring_index, ring_slot,
 };
 use network_types::{
     eth::EthHdr,
@@ -27,8 +34,8 @@ use network_types::{
 };
 
 use crate::{
-    BACKENDS, CONFIG, CONNTRACK, FRAGS, RINGS, SERVICES, STATS_BACKEND, STATS_REASON,
-    STATS_SERVICE, count, fwd,
+    BACKENDS, CONFIG, CONNTRACK, FLOW_CACHE, FRAGS, RINGS, SERVICE_CACHE, SERVICES, STATS_BACKEND,
+    STATS_REASON, STATS_SERVICE, count, fwd,
     parse::{be16, ptr_at, words16},
 };
 
@@ -110,12 +117,24 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
     } else if ptr_at::<[u8; 8]>(ctx, pkt.l4_off).is_none() {
         return Err(pass(reason::PASS_MALFORMED));
     }
-    let svc = find_service(&pkt.key).ok_or(pass(reason::PASS_NOT_VIP))?;
+    let cacheable = proto == PROTO_TCP && !pkt.is_frag;
+    if cacheable && !syn {
+        match from_flow_cache(ctx, &pkt) {
+            Err((NOT_CACHED, _)) => {}
+            v => return v,
+        }
+    }
+    // Read before any other state: a cache entry filled below carries this epoch, and
+    // the controller bumps it only after writing its changes.
     let cfg = config();
+    let svc = find_service_cached(&pkt.key, cfg.epoch).ok_or(pass(reason::PASS_NOT_VIP))?;
     let (backend_id, backend, hash) = match pick(&pkt.key, &svc, &cfg, syn, true) {
         Ok(v) => v,
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
+    if cacheable {
+        fill_flow_cache(&pkt.key, backend_id, &svc, hash, cfg.epoch);
+    }
     if pkt.is_frag {
         // First fragment: remember where the rest of the datagram goes.
         let fk = frag_key(&pkt);
@@ -127,6 +146,66 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         let _ = FRAGS.insert(&fk, &v, 0);
     }
     forward(ctx, &pkt, &svc, backend_id, &backend, hash, &cfg)
+}
+
+/// [`from_flow_cache`]'s "not here, take the full path" (never a real action).
+const NOT_CACHED: u32 = u32::MAX;
+
+/// Forwards an established TCP packet from this CPU's flow cache, or returns
+/// `Err((NOT_CACHED, 0))` when the entry is absent, stale or due for a refresh.
+#[inline(always)]
+fn from_flow_cache(ctx: &XdpContext, pkt: &Packet) -> Verdict {
+    let miss = Err((NOT_CACHED, 0));
+    let Some(cfg) = CONFIG.get(0) else {
+        return miss;
+    };
+    let slot = cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS - 1);
+    let Some(e) = FLOW_CACHE.get_ptr_mut(slot) else {
+        return miss;
+    };
+    // SAFETY: this CPU's slot, valid for the program run; XDP runs with preemption off.
+    let e = unsafe { &mut *e };
+    if e.epoch != cfg.epoch || !e.key.same_flow(&pkt.key) {
+        return miss;
+    }
+    e.hits = e.hits.wrapping_add(1);
+    if e.hits % FLOW_CACHE_REFRESH == 0 {
+        return miss;
+    }
+    let Some(b) = BACKENDS.get(e.backend) else {
+        return miss;
+    };
+    if b.family == 0 || b.flags & BACKEND_DOWN != 0 {
+        return miss;
+    }
+    count(&STATS_REASON, reason::EVENT_FLOW_CACHE_HIT, 0);
+    let svc = Service {
+        id: e.svc_id,
+        flags: e.svc_flags,
+        ring_slot: 0,
+        ring_size: 0,
+    };
+    forward(ctx, pkt, &svc, e.backend, b, e.hash, cfg)
+}
+
+/// Remembers where a TCP flow went, in this CPU's flow cache.
+#[inline(always)]
+fn fill_flow_cache(key: &FlowKey, backend: u32, svc: &Service, hash: u32, epoch: u32) {
+    let slot = cache_slot(key) & (FLOW_CACHE_SLOTS - 1);
+    if let Some(e) = FLOW_CACHE.get_ptr_mut(slot) {
+        // SAFETY: as in `from_flow_cache`.
+        unsafe {
+            *e = FlowCacheEntry {
+                key: *key,
+                backend,
+                svc_id: svc.id,
+                svc_flags: svc.flags,
+                hash,
+                epoch,
+                hits: 0,
+            };
+        }
+    }
 }
 
 /// Whether the frame is unicast to a MAC other than this LB's (see `Config::lb_mac`).
@@ -187,6 +266,30 @@ fn is_vip(key: &FlowKey) -> bool {
     };
     // SAFETY: the value is copied out at once.
     unsafe { SERVICES.get(&marker).is_some() }
+}
+
+/// [`find_service`] through this CPU's service cache (entries of `epoch` only).
+#[inline(always)]
+fn find_service_cached(key: &FlowKey, epoch: u32) -> Option<Service> {
+    let sk = ServiceKey {
+        addr_be: key.dst_be,
+        port_be: key.dport_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    let e = SERVICE_CACHE.get_ptr_mut(service_slot(&sk) & (SERVICE_CACHE_SLOTS - 1))?;
+    // SAFETY: this CPU's slot, valid for the program run; XDP runs with preemption off.
+    let e = unsafe { &mut *e };
+    if e.epoch == epoch && e.key.same_service(&sk) {
+        return Some(e.svc);
+    }
+    let svc = find_service(key)?;
+    *e = ServiceCacheEntry {
+        key: sk,
+        epoch,
+        svc,
+    };
+    Some(svc)
 }
 
 #[inline(always)]
@@ -250,7 +353,7 @@ fn pick(
         // Fail closed: the service exists but has no healthy backend.
         return Err(reason::DROP_NO_BACKEND);
     }
-    let idx = ring_index(svc.id, svc.ring_slot & 1, hash % m);
+    let idx = ring_index(svc.id, svc.ring_slot & 1, ring_slot(hash, m));
     // Fail closed: a hole in the ring is a controller bug, never forward blindly.
     let id = *RINGS.get(idx).ok_or(reason::DROP_RING_SLOT_EMPTY)?;
     let b = *BACKENDS.get(id).ok_or(reason::DROP_RING_SLOT_EMPTY)?;
@@ -258,11 +361,26 @@ fn pick(
         return Err(reason::DROP_RING_SLOT_EMPTY);
     }
     if remember {
+        // A SYN of a tuple already in the table (a retransmission, a reused port)
+        // rewrites its entry in place: no insert, no LRU list work.
+        if syn && let Some(f) = CONNTRACK.get_ptr_mut(key) {
+            // SAFETY: map value pointer, valid for this program run.
+            unsafe {
+                (*f).backend = id;
+                (*f).flags = svc.flags;
+            }
+            return Ok((id, b, hash));
+        }
         let v = Flow {
             backend: id,
             flags: svc.flags,
-            // SAFETY: helper without preconditions.
-            last_seen_ns: unsafe { bpf_ktime_get_ns() },
+            // Only UDP entries expire; TCP skips the clock read.
+            last_seen_ns: if udp {
+                // SAFETY: helper without preconditions.
+                unsafe { bpf_ktime_get_ns() }
+            } else {
+                0
+            },
         };
         if CONNTRACK.insert(key, &v, 0).is_err() {
             // Still forwarded by the ring, just not pinned.

@@ -35,8 +35,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    Backend, CONNTRACK_SIZE, Config, Counter, FRAGS_SIZE, Flow, FlowKey, FragKey, MAX_BACKENDS,
-    MAX_SERVICES, MAX_TX_PORTS, RING_MAX, Service, ServiceKey, reason,
+    Backend, CONNTRACK_SIZE, Config, Counter, FLOW_CACHE_SLOTS, FRAGS_SIZE, Flow, FlowCacheEntry,
+    FlowKey, FragKey, MAX_BACKENDS, MAX_SERVICES, MAX_TX_PORTS, RING_MAX, SERVICE_CACHE_SLOTS,
+    Service, ServiceCacheEntry, ServiceKey, reason,
 };
 
 #[map(name = "LB_SERVICES")]
@@ -50,6 +51,13 @@ static RINGS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * RING_MAX, 
 
 #[map(name = "LB_CONNTRACK")]
 static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(CONNTRACK_SIZE, 0);
+
+#[map(name = "LB_FLOW_CACHE")]
+static FLOW_CACHE: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+
+#[map(name = "LB_SERVICE_CACHE")]
+static SERVICE_CACHE: PerCpuArray<ServiceCacheEntry> =
+    PerCpuArray::with_max_entries(SERVICE_CACHE_SLOTS, 0);
 
 #[map(name = "LB_FRAGS")]
 static FRAGS: LruHashMap<FragKey, Flow> = LruHashMap::with_max_entries(FRAGS_SIZE, 0);
@@ -89,7 +97,10 @@ fn frame_len(ctx: &XdpContext) -> u64 {
     (ctx.data_end() - ctx.data()) as u64
 }
 
+// Inlined into the entry point the macro generates: otherwise the body is a BPF-to-BPF
+// call, whose return costs a mitigated `ret` on CPUs that need one.
 #[xdp]
+#[inline(always)]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
     let len = frame_len(&ctx);
     let (action, why) = lb::run(&ctx);

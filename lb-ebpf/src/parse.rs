@@ -22,6 +22,41 @@ pub fn eth_mut(ctx: &XdpContext) -> Option<*mut EthHdr> {
     ptr_at::<EthHdr>(ctx, 0)
 }
 
+/// Sets both MAC addresses of an Ethernet header from values already in registers.
+/// Written byte by byte on purpose: a plain `(*eth).dst_addr = b.mac` from a map value
+/// (or from the header itself) is a copy LLVM cannot prove disjoint, so it calls
+/// `memmove`, which on BPF is an out-of-line byte loop and a BPF-to-BPF call per MAC.
+///
+/// # Safety
+/// `eth` must point to a bounds-checked Ethernet header.
+#[inline(always)]
+#[expect(
+    clippy::manual_memcpy,
+    reason = "copy_from_slice is the memmove call this function exists to avoid"
+)]
+pub unsafe fn set_macs(eth: *mut EthHdr, dst: [u8; 6], src: [u8; 6]) {
+    // SAFETY: caller guarantees `eth`.
+    unsafe {
+        let d = &raw mut (*eth).dst_addr;
+        let s = &raw mut (*eth).src_addr;
+        for i in 0..6 {
+            (*d)[i] = dst[i];
+            (*s)[i] = src[i];
+        }
+    }
+}
+
+/// Copies a MAC out of memory LLVM cannot prove disjoint from the packet (a map
+/// value, the packet itself) into a register value, without `memmove`.
+///
+/// # Safety
+/// `p` must be valid for reads of 6 bytes.
+#[inline(always)]
+pub unsafe fn mac_at(p: *const [u8; 6]) -> [u8; 6] {
+    // SAFETY: caller guarantees `p`.
+    unsafe { [(*p)[0], (*p)[1], (*p)[2], (*p)[3], (*p)[4], (*p)[5]] }
+}
+
 /// Reads a big-endian u16 out of a 2-byte field.
 #[inline(always)]
 pub fn be16(b: [u8; 2]) -> u16 {

@@ -476,6 +476,9 @@ impl crate::reconcile::Store for Maps {
             .set(idx, backend, 0)
             .context("writing the rings map")
     }
+    fn config(&self) -> anyhow::Result<Config> {
+        self.config.get(&0, 0).context("reading the config map")
+    }
     fn set_config(&mut self, c: &Config) -> anyhow::Result<()> {
         self.config.set(0, c, 0).context("writing the config map")
     }

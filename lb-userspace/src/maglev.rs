@@ -1,6 +1,6 @@
 //! Maglev ring population (Eisenbud et al., "Maglev: A Fast and Reliable Software Network
 //! Load Balancer", NSDI 2016, section 3.4): turns a service's backends into the ring the
-//! XDP program indexes with `flow_hash % M`.
+//! XDP program indexes with `lb_common::ring_slot(flow_hash, M)`.
 //!
 //! # The algorithm
 //! Each backend gets a permutation of the `M` slots, `slot(j) = (offset + j * skip) % M`,

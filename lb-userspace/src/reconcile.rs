@@ -35,6 +35,7 @@ pub trait Store {
     fn set_backend(&mut self, id: u32, b: &Backend) -> anyhow::Result<()>;
     fn ring_slot(&self, idx: u32) -> anyhow::Result<u32>;
     fn set_ring_slot(&mut self, idx: u32, backend: u32) -> anyhow::Result<()>;
+    fn config(&self) -> anyhow::Result<lb_common::Config>;
     fn set_config(&mut self, c: &lb_common::Config) -> anyhow::Result<()>;
     fn set_tx_port(&mut self, port: u32, ifindex: u32) -> anyhow::Result<()>;
 }
@@ -90,6 +91,9 @@ impl Store for MemStore {
         self.ring_writes += 1;
         self.rings.insert(idx, backend);
         Ok(())
+    }
+    fn config(&self) -> anyhow::Result<lb_common::Config> {
+        Ok(self.config)
     }
     fn set_config(&mut self, c: &lb_common::Config) -> anyhow::Result<()> {
         self.config = *c;
@@ -250,16 +254,18 @@ impl Reconciler {
         for (i, c) in enc.src_v6.octets().chunks(4).enumerate() {
             v6[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
         }
-        store.set_config(&lb_common::Config {
+        let mut global = lb_common::Config {
             hash_seed: cfg.hash_seed,
             encap_mtu: enc.mtu,
             udp_timeout_ns: cfg.udp_timeout_ms * 1_000_000,
             encap_src_v4_be: u32::from_ne_bytes(enc.src_v4.octets()),
-            _pad: 0,
+            // Unchanged until everything below is written (see the end).
+            epoch: store.config()?.epoch,
             encap_src_v6_be: v6,
             lb_mac: rt.lb_mac,
             _pad2: [0; 2],
-        })?;
+        };
+        store.set_config(&global)?;
 
         // Backends first: a ring never names an id whose entry is not written yet.
         for s in cfg.services() {
@@ -399,6 +405,10 @@ impl Reconciler {
                 self.rings.remove(&id);
             }
         }
+        // Last: the XDP program's per-CPU flow caches drop every entry filled before
+        // this point, so none outlives what was just written.
+        global.epoch = global.epoch.wrapping_add(1);
+        store.set_config(&global)?;
         Ok(rewritten)
     }
 

@@ -31,9 +31,9 @@ use etherparse::{
 };
 use lb::dataplane::{Dataplane, LoadOptions, Maps, load_object, load_program, sum, test_run};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FAMILY_V6, Flow, FlowKey,
-    PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service, ServiceKey, hash::flow_hash,
-    reason, ring_index,
+    BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FAMILY_V6,
+    FLOW_CACHE_REFRESH, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service,
+    ServiceKey, hash::flow_hash, reason, ring_index,
 };
 
 // XDP actions (uapi/linux/bpf.h).
@@ -227,7 +227,10 @@ fn live_ring(s: &Svc) -> Vec<u32> {
 fn ring_pick(svc_id: u32, key: &FlowKey) -> (u32, u32) {
     let s = svc(svc_id);
     let h = flow_hash(key, SEED);
-    (live_ring(s)[(h % s.ring_size) as usize], h)
+    (
+        live_ring(s)[lb_common::ring_slot(h, s.ring_size) as usize],
+        h,
+    )
 }
 
 /// A backend of the service's ring other than `not`.
@@ -245,7 +248,7 @@ fn world_config() -> Config {
         encap_mtu: ENCAP_MTU,
         udp_timeout_ns: UDP_TIMEOUT_NS,
         encap_src_v4_be: u32::from_ne_bytes(ENCAP_SRC4),
-        _pad: 0,
+        epoch: 0,
         encap_src_v6_be: words16(ENCAP_SRC6),
         lb_mac: [0; 6],
         _pad2: [0; 2],
@@ -849,6 +852,14 @@ enum After {
     Conntrack(FlowKey, Option<u32>),
 }
 
+/// Changes made just before the frame is sent (undone after the row).
+enum Before {
+    /// The controller wrote a change: `Config::epoch` moves on.
+    BumpEpoch,
+    /// Backend `id` is marked down for this row only.
+    BackendDown(u32),
+}
+
 struct Fixture {
     desc: String,
     input: Vec<u8>,
@@ -860,6 +871,7 @@ struct Fixture {
     events: Vec<u32>,
     /// The per-backend counter that must move by one packet.
     backend: Option<u32>,
+    before: Vec<Before>,
     after: Vec<After>,
 }
 
@@ -874,6 +886,7 @@ impl Fixture {
             reason: reason::PASS_NOT_VIP,
             events: Vec::new(),
             backend: None,
+            before: Vec::new(),
             after: Vec::new(),
         }
     }
@@ -918,6 +931,11 @@ impl Fixture {
                 last_seen_ns,
             },
         ));
+        self
+    }
+
+    fn first(mut self, b: Before) -> Self {
+        self.before.push(b);
         self
     }
 
@@ -1522,10 +1540,32 @@ fn table() -> Vec<Fixture> {
     let input = tcp_frame(c4, v4, p, 80, Tcp::Ack, 10);
     let out = l2_out(&input, b);
     t.push(
-        Fixture::new("v4 TCP ACK of the same flow: connection table hit", input)
-            .tx(reason::TX_L2, out)
-            .events(&[reason::EVENT_CONNTRACK_HIT])
-            .via(b),
+        Fixture::new(
+            "v4 TCP ACK of the same flow: this CPU's flow cache (filled by the SYN)",
+            input.clone(),
+        )
+        .tx(reason::TX_L2, out.clone())
+        .events(&[reason::EVENT_FLOW_CACHE_HIT])
+        .via(b),
+    );
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK after the controller wrote a change (new epoch): connection table hit",
+            input.clone(),
+        )
+        .first(Before::BumpEpoch)
+        .tx(reason::TX_L2, out.clone())
+        .events(&[reason::EVENT_CONNTRACK_HIT])
+        .via(b),
+    );
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK once the connection table refilled the cache: flow cache again",
+            input,
+        )
+        .tx(reason::TX_L2, out)
+        .events(&[reason::EVENT_FLOW_CACHE_HIT])
+        .via(b),
     );
 
     let p = ports.next();
@@ -1537,21 +1577,72 @@ fn table() -> Vec<Fixture> {
     t.push(
         Fixture::new(
             "v4 TCP ACK with a seeded entry goes to the pinned backend, not the ring's",
-            input,
+            input.clone(),
         )
         .seed(k, pinned, 0)
-        .tx(reason::TX_L2, out)
+        .tx(reason::TX_L2, out.clone())
         .events(&[reason::EVENT_CONNTRACK_HIT])
         .via(pinned)
         .then(After::Conntrack(k, Some(pinned))),
     );
-    let input = tcp_frame(c4, v4, p, 80, Tcp::Syn, 0);
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK of the seeded flow again: flow cache, still the pinned backend",
+            input.clone(),
+        )
+        .tx(reason::TX_L2, out)
+        .events(&[reason::EVENT_FLOW_CACHE_HIT])
+        .via(pinned),
+    );
+    let ring_out = l2_out(&input, rb);
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK of a cached flow whose backend went down: not from the cache, re-hashed",
+            input.clone(),
+        )
+        .first(Before::BackendDown(pinned))
+        .tx(reason::TX_L2, ring_out.clone())
+        .events(&[reason::EVENT_CONNTRACK_MISS])
+        .via(rb)
+        .then(After::Conntrack(k, Some(rb))),
+    );
+    // Back to the pinned backend for the SYN rows below.
+    let syn = tcp_frame(c4, v4, p, 80, Tcp::Syn, 0);
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK of a re-pinned flow: the cache holds the new backend",
+            input.clone(),
+        )
+        .tx(reason::TX_L2, ring_out.clone())
+        .events(&[reason::EVENT_FLOW_CACHE_HIT])
+        .via(rb),
+    );
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK with the entry re-pinned by hand and a new epoch: the table wins",
+            input.clone(),
+        )
+        .seed(k, pinned, 0)
+        .first(Before::BumpEpoch)
+        .tx(reason::TX_L2, l2_out(&input, pinned))
+        .events(&[reason::EVENT_CONNTRACK_HIT])
+        .via(pinned),
+    );
     t.push(forwarded_on_miss(
         "v4 TCP SYN re-hashes past the pinned entry and re-pins to the ring's backend",
-        input,
+        syn,
         S_V4_TCP80,
         k,
     ));
+    t.push(
+        Fixture::new(
+            "v4 TCP ACK after the SYN re-hash: the cache follows the SYN, not the old pin",
+            input,
+        )
+        .tx(reason::TX_L2, ring_out)
+        .events(&[reason::EVENT_FLOW_CACHE_HIT])
+        .via(rb),
+    );
 
     let p = ports.next();
     let k = key(c4, v4, p, 80, PROTO_TCP);
@@ -2091,6 +2182,37 @@ fn run_row(dp: &mut Dataplane, f: &Fixture) -> Result<(), String> {
             .insert(k, v, 0)
             .map_err(|e| format!("seeding conntrack: {e}"))?;
     }
+    let mut restore = Vec::new();
+    for b in &f.before {
+        match b {
+            Before::BumpEpoch => {
+                let mut c = dp.maps.config.get(&0, 0).map_err(|e| e.to_string())?;
+                c.epoch = c.epoch.wrapping_add(1);
+                dp.maps.config.set(0, c, 0).map_err(|e| e.to_string())?;
+            }
+            Before::BackendDown(id) => {
+                let orig = dp.maps.backends.get(id, 0).map_err(|e| e.to_string())?;
+                let mut down = orig;
+                down.flags |= BACKEND_DOWN;
+                dp.maps
+                    .backends
+                    .set(*id, down, 0)
+                    .map_err(|e| e.to_string())?;
+                restore.push((*id, orig));
+            }
+        }
+    }
+    let result = run_frame(dp, f);
+    for (id, orig) in restore {
+        dp.maps
+            .backends
+            .set(id, orig, 0)
+            .map_err(|e| e.to_string())?;
+    }
+    result
+}
+
+fn run_frame(dp: &mut Dataplane, f: &Fixture) -> Result<(), String> {
     let before = reasons(&dp.maps.stats_reason);
     let b_before = f
         .backend
@@ -2163,9 +2285,98 @@ fn run_row(dp: &mut Dataplane, f: &Fixture) -> Result<(), String> {
     }
 }
 
+/// Keeps the calling thread on one CPU: `BPF_PROG_TEST_RUN` runs on the caller's CPU,
+/// and the flow cache is per CPU, so rows that expect a cache hit need the same one.
+fn stay_on_one_cpu() {
+    // SAFETY: plain syscalls on this thread with a zero-initialised cpu_set_t.
+    unsafe {
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity"
+        );
+    }
+}
+
+/// A flow served from the flow cache still goes through the connection table on every
+/// `FLOW_CACHE_REFRESH`-th packet (keeping its LRU entry fresh), and only then.
+#[test]
+fn flow_cache_refreshes_through_the_connection_table() {
+    lb_tests::require_root();
+    stay_on_one_cpu();
+    let dp = load_world(4096);
+    let (c4, v4) = (Ip::V4(CLIENT4), Ip::V4(VIP4));
+    let port = 61_111;
+    let prog = dp.program().expect("xdp_lb loaded");
+    let (action, _) = test_run(prog, &tcp_frame(c4, v4, port, 80, Tcp::Syn, 0)).unwrap();
+    assert_eq!(action, XDP_TX, "the SYN is forwarded");
+    let before = reasons(&dp.maps.stats_reason);
+    let n = 3 * FLOW_CACHE_REFRESH + 10;
+    let ack = tcp_frame(c4, v4, port, 80, Tcp::Ack, 0);
+    let prog = dp.program().expect("xdp_lb loaded");
+    for _ in 0..n {
+        let (action, _) = test_run(prog, &ack).unwrap();
+        assert_eq!(action, XDP_TX);
+    }
+    let after = reasons(&dp.maps.stats_reason);
+    let moved = |i: u32| after[i as usize].packets - before[i as usize].packets;
+    assert_eq!(
+        moved(reason::EVENT_CONNTRACK_HIT),
+        3,
+        "one table lookup per refresh"
+    );
+    assert_eq!(moved(reason::EVENT_FLOW_CACHE_HIT), u64::from(n) - 3);
+    assert_eq!(moved(reason::EVENT_CONNTRACK_MISS), 0);
+    assert_eq!(moved(reason::TX_L2), u64::from(n));
+    let k = key(c4, v4, port, 80, PROTO_TCP);
+    let (b, _) = ring_pick(S_V4_TCP80, &k);
+    assert_eq!(
+        dp.maps.conntrack.get(&k, 0).map(|f| f.backend).ok(),
+        Some(b)
+    );
+}
+
+/// The service cache serves a (VIP, port) only for the epoch it was filled in: after the
+/// controller removes the service and bumps the epoch, the VIP's packets pass.
+#[test]
+fn service_cache_entries_die_with_the_epoch() {
+    lb_tests::require_root();
+    stay_on_one_cpu();
+    let mut dp = load_world(4096);
+    let (c4, v4) = (Ip::V4(CLIENT4), Ip::V4(VIP4));
+    let sk = ServiceKey {
+        addr_be: v4.words(),
+        port_be: 80u16.to_be(),
+        proto: PROTO_TCP,
+        family: FAMILY_V4,
+    };
+    let run = |dp: &Dataplane, port: u16| {
+        let prog = dp.program().expect("xdp_lb loaded");
+        test_run(prog, &tcp_frame(c4, v4, port, 80, Tcp::Syn, 0))
+            .unwrap()
+            .0
+    };
+    assert_eq!(run(&dp, 61_200), XDP_TX, "a SYN to VIP:80 is forwarded");
+    let saved = dp.maps.services.get(&sk, 0).expect("the VIP:80 service");
+    dp.maps.services.remove(&sk).unwrap();
+    // Same epoch: the cached resolution still stands (the epoch is the contract; the
+    // controller bumps it after every change).
+    assert_eq!(run(&dp, 61_201), XDP_TX, "cached until the epoch moves");
+    let mut c = dp.maps.config.get(&0, 0).unwrap();
+    c.epoch = c.epoch.wrapping_add(1);
+    dp.maps.config.set(0, c, 0).unwrap();
+    assert_eq!(run(&dp, 61_202), XDP_PASS, "gone with the new epoch");
+    dp.maps.services.insert(sk, saved, 0).unwrap();
+    assert_eq!(run(&dp, 61_203), XDP_TX, "back once the service is");
+}
+
 #[test]
 fn xdp_lb_fixture_table() {
     lb_tests::require_root();
+    stay_on_one_cpu();
     let mut dp = load_world(4096);
     let rows = table();
     let mut failed = Vec::new();

@@ -118,7 +118,7 @@ fn seed_world(dp: &mut Dataplane) -> anyhow::Result<()> {
             encap_mtu: ENCAP_MTU,
             udp_timeout_ns: 30_000_000_000,
             encap_src_v4_be: u32::from_ne_bytes(ENCAP_SRC4),
-            _pad: 0,
+            epoch: 0,
             encap_src_v6_be: words16(ENCAP_SRC6),
             lb_mac: [0; 6],
             _pad2: [0; 2],
