@@ -29,18 +29,19 @@ fn fmix(mut h: u32) -> u32 {
 }
 
 /// Hash of a flow's 5-tuple with `seed`. Byte order of the fields is the wire order,
-/// taken as native words, so both sides hash the same bits.
+/// taken as native words, so both sides hash the same bits. IPv4 mixes only the words
+/// its addresses use (four blocks instead of ten: this runs for every SYN).
 #[inline(always)]
 pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     let mut h = seed;
     h = mix(h, key.src_be[0]);
-    h = mix(h, key.src_be[1]);
-    h = mix(h, key.src_be[2]);
-    h = mix(h, key.src_be[3]);
     h = mix(h, key.dst_be[0]);
-    h = mix(h, key.dst_be[1]);
-    h = mix(h, key.dst_be[2]);
-    h = mix(h, key.dst_be[3]);
+    if key.family != crate::FAMILY_V4 {
+        for i in 1..4 {
+            h = mix(h, key.src_be[i]);
+            h = mix(h, key.dst_be[i]);
+        }
+    }
     h = mix(h, (u32::from(key.sport_be) << 16) | u32::from(key.dport_be));
     h = mix(h, u32::from(key.proto));
     fmix(h ^ 40)
@@ -97,17 +98,56 @@ mod tests {
         assert_eq!(flow_hash(&key(1000), 7), flow_hash(&key(1000), 7));
     }
 
+    fn key6(sport: u16) -> FlowKey {
+        FlowKey {
+            src_be: [0x20010db8u32.to_be(), 0, 0, 1u32.to_be()],
+            dst_be: [0x20010db8u32.to_be(), 0, 0, 0x100u32.to_be()],
+            family: crate::FAMILY_V6,
+            ..key(sport)
+        }
+    }
+
+    /// `n` consecutive source ports over `m` slots (as the data plane indexes a ring,
+    /// or a cache): every slot within `pct` percent of even.
+    fn assert_spread(m: u32, pct: u32, slot: impl Fn(u16) -> u32) {
+        let mut all = [0u32; 64];
+        let buckets = &mut all[..m as usize];
+        let n = 10_000u32;
+        for p in 0..n as u16 {
+            buckets[slot(20_000 + p) as usize] += 1;
+        }
+        let even = n / m;
+        for b in buckets.iter() {
+            assert!(b.abs_diff(even) * 100 / even < pct, "{buckets:?}");
+        }
+    }
+
     #[test]
     fn neighbouring_ports_spread_over_a_small_ring() {
-        // 10_000 consecutive source ports over a 13-slot ring: each slot within 15%.
-        let mut buckets = [0u32; 13];
-        for p in 0..10_000u16 {
-            buckets[(flow_hash(&key(20_000 + p), 42) % 13) as usize] += 1;
-        }
-        let even = 10_000 / 13;
-        for b in buckets {
-            assert!(b.abs_diff(even) * 100 / even < 15, "{buckets:?}");
-        }
+        assert_spread(13, 15, |p| crate::ring_slot(flow_hash(&key(p), 42), 13));
+        assert_spread(13, 15, |p| crate::ring_slot(flow_hash(&key6(p), 42), 13));
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_with_the_same_low_words_hash_apart() {
+        let mut k6 = key(1000);
+        k6.family = crate::FAMILY_V6;
+        assert_ne!(flow_hash(&key(1000), 7), flow_hash(&k6, 7));
+    }
+
+    #[test]
+    fn cache_slots_spread() {
+        assert_spread(16, 20, |p| cache_slot(&key(p)) & 15);
+        assert_spread(16, 20, |p| cache_slot(&key6(p)) & 15);
+    }
+
+    #[test]
+    fn ring_slot_stays_in_range_and_covers_it() {
+        let m = 65_537;
+        assert_eq!(crate::ring_slot(0, m), 0);
+        assert_eq!(crate::ring_slot(u32::MAX, m), m - 1);
+        assert_eq!(crate::ring_slot(u32::MAX / 2, 2), 0);
+        assert_eq!(crate::ring_slot(u32::MAX / 2 + 1, 2), 1);
     }
 
     #[test]
