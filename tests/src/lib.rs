@@ -15,7 +15,11 @@
 //! - [`require_root`]: the one place that decides whether privileged tests can run
 //! - [`BpfPins`]: a bpffs directory for a test's pins, removed on drop
 //! - [`lbnet`]: a ready client / LB / backends topology with real servers and `lb run`
+//! - [`keepalived`]: keepalived as a VRRP peer (configuration and command line)
+//! - [`checksums`]: every checksum of a frame, re-verified with etherparse
 
+pub mod checksums;
+pub mod keepalived;
 pub mod lbnet;
 
 use std::{

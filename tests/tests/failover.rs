@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lb_tests::keepalived::Keepalived;
 use lb_tests::lbnet::TempDir;
 use lb_tests::{Ns, Proc, Topology, bin_path, in_netns, wait_for};
 use serde_json::Value;
@@ -149,31 +150,18 @@ impl Lab {
     /// Starts keepalived as the peer on node `i`.
     fn start_keepalived(&mut self, i: usize, priority: u8, extra: &str) {
         let node = &mut self.nodes[i];
-        let d = &self.dir.0;
-        let conf = d.join(format!("{}-keepalived.conf", node.name));
-        // advert_int in seconds; fractions are allowed with VRRPv3.
-        let advert_s = f64::from(ADVERT_MS) / 1000.0;
-        std::fs::write(
-            &conf,
-            format!(
-                "global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n\
-                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
-                 virtual_router_id {VRID}\n  priority {priority}\n  advert_int {advert_s}\n  \
-                 {extra}\n  virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n",
-                name = node.name
-            ),
-        )
+        let mut cmd = Keepalived {
+            name: node.name,
+            vrid: VRID,
+            priority,
+            advert_ms: ADVERT_MS,
+            vip: VIP,
+            extra,
+        }
+        .command(&node.ns, &self.dir.0)
         .expect("writing keepalived.conf");
         let log = File::create(&node.log).expect("log file");
-        let mut cmd = node.ns.cmd("keepalived");
-        cmd.args(["-n", "-l", "-D", "-P", "-f"])
-            .arg(&conf)
-            .arg("-p")
-            .arg(d.join(format!("{}-ka.pid", node.name)))
-            .arg("-r")
-            .arg(d.join(format!("{}-ka-vrrp.pid", node.name)))
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log);
+        cmd.stdout(log.try_clone().expect("log fd")).stderr(log);
         node.proc = Some(node.ns.spawn_cmd(&mut cmd).expect("spawning keepalived"));
     }
 

@@ -24,10 +24,10 @@ use aya::{
     programs::Xdp,
 };
 use etherparse::{
-    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header,
-    Icmpv6Slice, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Dscp, Ipv4Ecn, Ipv4Header,
-    Ipv4HeaderSlice, Ipv4Options, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header, Ipv6RawExtHeader,
-    TcpHeader, TcpHeaderSlice, UdpHeader, icmpv4::DestUnreachableHeader,
+    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type,
+    IpFragOffset, IpNumber, Ipv4Dscp, Ipv4Ecn, Ipv4Header, Ipv4HeaderSlice, Ipv4Options,
+    Ipv6FlowLabel, Ipv6Header, Ipv6RawExtHeader, TcpHeader, UdpHeader,
+    icmpv4::DestUnreachableHeader,
 };
 use lb::dataplane::{Dataplane, LoadOptions, Maps, load_object, load_program, sum, test_run};
 use lb_common::{
@@ -35,6 +35,7 @@ use lb_common::{
     FLOW_CACHE_REFRESH, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service,
     ServiceKey, hash::flow_hash, reason, ring_index,
 };
+use lb_tests::checksums::verify_checksums;
 
 // XDP actions (uapi/linux/bpf.h).
 const XDP_ABORTED: u32 = 0;
@@ -709,128 +710,6 @@ fn packet_too_big_out(input: &[u8], mtu: u32) -> Vec<u8> {
         EtherType::IPV6,
         &v,
     )
-}
-
-// ---------------------------------------------------------------------------------
-// Independent checksum verification (etherparse).
-// ---------------------------------------------------------------------------------
-
-/// One's complement has two zeros: a sender may write either (RFC 1624 section 3).
-fn same_checksum(stored: u16, computed: u16) -> bool {
-    stored == computed || (stored | computed == 0xffff && (stored == 0 || computed == 0))
-}
-
-/// Verifies every checksum of an Ethernet frame with etherparse: IPv4 header, TCP, UDP,
-/// ICMP/ICMPv6, recursing into IP-in-IP. L4 sums of fragments are not checkable alone,
-/// and the quote inside an ICMP error is not an intact packet: both are skipped.
-fn verify_checksums(frame: &[u8]) -> Result<(), String> {
-    let (e, rest) = Ethernet2Header::from_slice(frame).map_err(|e| format!("ethernet: {e}"))?;
-    match e.ether_type {
-        EtherType::IPV4 | EtherType::IPV6 => verify_ip(rest),
-        t => Err(format!("not IP: {t:?}")),
-    }
-}
-
-fn verify_ip(ip: &[u8]) -> Result<(), String> {
-    match ip.first().map(|b| b >> 4) {
-        Some(4) => {
-            let s = Ipv4HeaderSlice::from_slice(ip).map_err(|e| format!("ipv4: {e}"))?;
-            let h = s.to_header();
-            if h.calc_header_checksum() != h.header_checksum {
-                return Err(format!(
-                    "bad IPv4 header checksum {:#06x}",
-                    h.header_checksum
-                ));
-            }
-            let end = usize::from(h.total_len).min(ip.len());
-            let l4 = &ip[h.header_len()..end];
-            if h.more_fragments || h.fragment_offset.value() != 0 {
-                return Ok(());
-            }
-            verify_l4(Ip::V4(h.source), Ip::V4(h.destination), h.protocol.0, l4)
-        }
-        Some(6) => {
-            let (h, rest) = Ipv6Header::from_slice(ip).map_err(|e| format!("ipv6: {e}"))?;
-            let rest = &rest[..usize::from(h.payload_length).min(rest.len())];
-            let (exts, next, l4) = Ipv6Extensions::from_slice(h.next_header, rest)
-                .map_err(|e| format!("ipv6 exts: {e}"))?;
-            // etherparse 0.16 decodes the Fragment header's offset and M bits wrongly
-            // (see `frag_header`): treat any fragment header as a fragment.
-            if exts.fragment.is_some() {
-                return Ok(());
-            }
-            verify_l4(Ip::V6(h.source), Ip::V6(h.destination), next.0, l4)
-        }
-        v => Err(format!("IP version {v:?}")),
-    }
-}
-
-fn verify_l4(src: Ip, dst: Ip, proto: u8, l4: &[u8]) -> Result<(), String> {
-    match (proto, src, dst) {
-        (4 | 41, _, _) => verify_ip(l4),
-        (PROTO_TCP, _, _) => {
-            let s = TcpHeaderSlice::from_slice(l4).map_err(|e| format!("tcp: {e}"))?;
-            let h = s.to_header();
-            let data = &l4[h.header_len()..];
-            let c = match (src, dst) {
-                (Ip::V4(a), Ip::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
-                (Ip::V6(a), Ip::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
-                _ => unreachable!(),
-            }
-            .map_err(|e| format!("tcp: {e}"))?;
-            if !same_checksum(h.checksum, c) {
-                return Err(format!(
-                    "bad TCP checksum {:#06x}, want {c:#06x}",
-                    h.checksum
-                ));
-            }
-            Ok(())
-        }
-        (PROTO_UDP, _, _) => {
-            let (h, data) = UdpHeader::from_slice(l4).map_err(|e| format!("udp: {e}"))?;
-            if h.checksum == 0 && matches!(src, Ip::V4(_)) {
-                return Ok(()); // "no checksum" (RFC 768)
-            }
-            let c = match (src, dst) {
-                (Ip::V4(a), Ip::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
-                (Ip::V6(a), Ip::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
-                _ => unreachable!(),
-            }
-            .map_err(|e| format!("udp: {e}"))?;
-            if !same_checksum(h.checksum, c) {
-                return Err(format!(
-                    "bad UDP checksum {:#06x}, want {c:#06x}",
-                    h.checksum
-                ));
-            }
-            Ok(())
-        }
-        (PROTO_ICMP, Ip::V4(_), _) => {
-            if l4.len() < 8 {
-                return Err("short ICMP".into());
-            }
-            // Over every byte but the checksum field, whatever the type.
-            let c = Icmpv4Type::Unknown {
-                type_u8: l4[0],
-                code_u8: l4[1],
-                bytes5to8: l4[4..8].try_into().unwrap(),
-            }
-            .calc_checksum(&l4[8..]);
-            let stored = u16::from_be_bytes([l4[2], l4[3]]);
-            if !same_checksum(stored, c) {
-                return Err(format!("bad ICMP checksum {stored:#06x}, want {c:#06x}"));
-            }
-            Ok(())
-        }
-        (PROTO_ICMPV6, Ip::V6(a), Ip::V6(b)) => {
-            let s = Icmpv6Slice::from_slice(l4).map_err(|e| format!("icmpv6: {e}"))?;
-            if !s.is_checksum_valid(a, b) {
-                return Err(format!("bad ICMPv6 checksum {:#06x}", s.checksum()));
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
 }
 
 // ---------------------------------------------------------------------------------

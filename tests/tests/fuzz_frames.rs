@@ -12,22 +12,24 @@
 //!   whose IP and ICMP checksums the program wrote correctly;
 //! - a forwarded frame whose input had valid checksums has valid checksums.
 //!
-//! Checksums are checked with etherparse, never with lb-common's helpers. At the end
-//! the per-reason counters must add up to the actions seen (every exit counted once).
+//! Checksums are checked with etherparse ([`verify_checksums`]), never with lb-common's
+//! helpers. At the end the per-reason counters must add up to the actions seen (every
+//! exit counted once).
 //!
 //! The PRNG is a seeded xorshift64*; the seed is printed and can be set with
 //! `LB_FUZZ_SEED`, the frame count with `LB_FUZZ_FRAMES`.
 
 use etherparse::{
-    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header,
-    Icmpv6Slice, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header, Ipv4HeaderSlice, Ipv4Options,
-    Ipv6FlowLabel, Ipv6Header, Ipv6RawExtHeader, TcpHeader, TcpHeaderSlice, UdpHeader,
+    EtherType, Ethernet2Header, IcmpEchoHeader, Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type,
+    IpFragOffset, IpNumber, Ipv4Header, Ipv4HeaderSlice, Ipv4Options, Ipv6FlowLabel, Ipv6Header,
+    Ipv6RawExtHeader, TcpHeader, UdpHeader,
 };
 use lb::dataplane::{Dataplane, LoadOptions, sum, test_run};
 use lb_common::{
     BACKEND_REDIRECT, Backend, Config, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP,
     SVC_MODE_L2, Service, ServiceKey, reason, ring_index,
 };
+use lb_tests::checksums::{verify_checksums, walk_ext_headers};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -487,138 +489,6 @@ fn claimed_ip_len(f: &[u8]) -> usize {
         usize::from(u16::from_be_bytes([f[16], f[17]]))
     } else {
         40 + usize::from(u16::from_be_bytes([f[18], f[19]]))
-    }
-}
-
-fn same_checksum(stored: u16, computed: u16) -> bool {
-    stored == computed || (stored | computed == 0xffff && (stored == 0 || computed == 0))
-}
-
-/// Every checksum of a frame, with etherparse (same rules as fixtures.rs).
-fn verify_checksums(frame: &[u8]) -> Result<(), String> {
-    let (e, rest) = Ethernet2Header::from_slice(frame).map_err(|e| format!("ethernet: {e}"))?;
-    match e.ether_type {
-        EtherType::IPV4 | EtherType::IPV6 => verify_ip(rest),
-        t => Err(format!("not IP: {t:?}")),
-    }
-}
-
-fn verify_ip(ip: &[u8]) -> Result<(), String> {
-    match ip.first().map(|b| b >> 4) {
-        Some(4) => {
-            let s = Ipv4HeaderSlice::from_slice(ip).map_err(|e| format!("ipv4: {e}"))?;
-            let h = s.to_header();
-            if h.calc_header_checksum() != h.header_checksum {
-                return Err(format!(
-                    "bad IPv4 header checksum {:#06x}",
-                    h.header_checksum
-                ));
-            }
-            if h.more_fragments || h.fragment_offset.value() != 0 {
-                return Ok(());
-            }
-            let end = usize::from(h.total_len).min(ip.len());
-            verify_l4(
-                Addr::V4(h.source),
-                Addr::V4(h.destination),
-                h.protocol.0,
-                &ip[h.header_len()..end],
-            )
-        }
-        Some(6) => {
-            let (h, rest) = Ipv6Header::from_slice(ip).map_err(|e| format!("ipv6: {e}"))?;
-            let rest = &rest[..usize::from(h.payload_length).min(rest.len())];
-            let (off, next, frag) = walk_ext_headers(h.next_header.0, rest).ok_or("ipv6 exts")?;
-            if frag {
-                return Ok(());
-            }
-            verify_l4(
-                Addr::V6(h.source),
-                Addr::V6(h.destination),
-                next,
-                &rest[off..],
-            )
-        }
-        v => Err(format!("IP version {v:?}")),
-    }
-}
-
-fn verify_l4(src: Addr, dst: Addr, proto: u8, l4: &[u8]) -> Result<(), String> {
-    let c = match (proto, src, dst) {
-        (4 | 41, _, _) => return verify_ip(l4),
-        (PROTO_TCP, _, _) => {
-            let h = TcpHeaderSlice::from_slice(l4)
-                .map_err(|e| format!("tcp: {e}"))?
-                .to_header();
-            let data = &l4[h.header_len()..];
-            let c = match (src, dst) {
-                (Addr::V4(a), Addr::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
-                (Addr::V6(a), Addr::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
-                _ => unreachable!(),
-            };
-            (h.checksum, c.map_err(|e| e.to_string())?)
-        }
-        (PROTO_UDP, _, _) => {
-            let (h, data) = UdpHeader::from_slice(l4).map_err(|e| format!("udp: {e}"))?;
-            if h.checksum == 0 && matches!(src, Addr::V4(_)) {
-                return Ok(());
-            }
-            let c = match (src, dst) {
-                (Addr::V4(a), Addr::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
-                (Addr::V6(a), Addr::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
-                _ => unreachable!(),
-            };
-            (h.checksum, c.map_err(|e| e.to_string())?)
-        }
-        (PROTO_ICMP, Addr::V4(_), _) if l4.len() >= 8 => {
-            let t = Icmpv4Type::Unknown {
-                type_u8: l4[0],
-                code_u8: l4[1],
-                bytes5to8: l4[4..8].try_into().unwrap(),
-            };
-            (
-                u16::from_be_bytes([l4[2], l4[3]]),
-                t.calc_checksum(&l4[8..]),
-            )
-        }
-        (PROTO_ICMP, _, _) => return Err("short ICMP".into()),
-        (PROTO_ICMPV6, Addr::V6(a), Addr::V6(b)) => {
-            let s = Icmpv6Slice::from_slice(l4).map_err(|e| format!("icmpv6: {e}"))?;
-            return if s.is_checksum_valid(a, b) {
-                Ok(())
-            } else {
-                Err("bad ICMPv6 checksum".into())
-            };
-        }
-        _ => return Ok(()),
-    };
-    if same_checksum(c.0, c.1) {
-        Ok(())
-    } else {
-        Err(format!("bad L4 checksum {:#06x}, want {:#06x}", c.0, c.1))
-    }
-}
-
-/// Walks hop-by-hop, routing, destination-options and fragment headers (RFC 8200 4):
-/// (offset of the upper layer in `rest`, its protocol, whether a fragment header was
-/// seen). By hand: etherparse 0.16 rejects a hop-by-hop header that is not first and
-/// misreads the fragment header's bits (etherparse#150).
-fn walk_ext_headers(mut next: u8, rest: &[u8]) -> Option<(usize, u8, bool)> {
-    let (mut off, mut frag) = (0, false);
-    loop {
-        match next {
-            0 | 43 | 60 => {
-                let h = rest.get(off..off + 2)?;
-                next = h[0];
-                off += (usize::from(h[1]) + 1) * 8;
-            }
-            44 => {
-                next = *rest.get(off)?;
-                off += 8;
-                frag = true;
-            }
-            _ => return (off <= rest.len()).then_some((off, next, frag)),
-        }
     }
 }
 

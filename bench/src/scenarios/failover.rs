@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use lb_tests::{BpfPins, Ns, Proc, Topology, in_netns};
+use lb_tests::{BpfPins, Ns, Proc, Topology, in_netns, keepalived::Keepalived};
 
 use super::Scenario;
 use crate::{
@@ -226,29 +226,15 @@ impl Lab {
                     .env("RUST_LOG", "info");
                 cmd
             }
-            Impl::Keepalived => {
-                let conf = self.dir.0.join(format!("{}-keepalived.conf", node.name));
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "global_defs {{\n  vrrp_version 3\n  router_id {name}\n}}\n\
-                         vrrp_instance VI_1 {{\n  state BACKUP\n  interface eth0\n  \
-                         virtual_router_id {VRID}\n  priority {priority}\n  advert_int {}\n  \
-                         virtual_ipaddress {{\n    {VIP}/32\n  }}\n}}\n",
-                        f64::from(advert_ms) / 1000.0,
-                        name = node.name
-                    ),
-                )?;
-                let d = &self.dir.0;
-                let mut cmd = node.ns.cmd("keepalived");
-                cmd.args(["-n", "-l", "-D", "-P", "-f"])
-                    .arg(&conf)
-                    .arg("-p")
-                    .arg(d.join(format!("{}-ka.pid", node.name)))
-                    .arg("-r")
-                    .arg(d.join(format!("{}-ka-vrrp.pid", node.name)));
-                cmd
+            Impl::Keepalived => Keepalived {
+                name: node.name,
+                vrid: VRID,
+                priority,
+                advert_ms,
+                vip: VIP,
+                extra: "",
             }
+            .command(&node.ns, &self.dir.0)?,
         };
         cmd.stdout(log.try_clone()?).stderr(log);
         node.proc = Some(node.ns.spawn_cmd(&mut cmd).with_context(|| {
