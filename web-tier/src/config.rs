@@ -68,6 +68,9 @@ pub struct Config {
     /// Where the access and error logs go.
     #[serde(default)]
     pub log: LogConfig,
+    /// The in-memory cache of static files.
+    #[serde(default)]
+    pub file_cache: FileCacheConfig,
 }
 
 /// One listening socket.
@@ -250,6 +253,29 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The static file cache (`[file_cache]`): small files are kept in memory and served
+/// from there while a `stat` shows they are unchanged. Shared by all static locations.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileCacheConfig {
+    /// Upper bound on the memory it holds (file bytes and per-entry overhead); 0 turns
+    /// the cache off.
+    #[serde(deserialize_with = "de_size")]
+    pub max_size: u64,
+    /// Larger files are never cached (they are streamed from disk).
+    #[serde(deserialize_with = "de_size")]
+    pub max_file_size: u64,
+}
+
+impl Default for FileCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 64 << 20,
+            max_file_size: 1 << 20,
         }
     }
 }
@@ -594,6 +620,16 @@ mod tests {
         let c = Config::from_str(&text).unwrap();
         assert_eq!(c.servers[0].locations[0].index, ["index.html"]);
         assert_eq!(c.limits.max_body_size, 1 << 20);
+        assert_eq!(c.file_cache.max_size, 64 << 20);
+        assert_eq!(c.file_cache.max_file_size, 1 << 20);
+        let c = Config::from_str(&format!(
+            "{text}[file_cache]\nmax_size = 0\nmax_file_size = \"8k\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.file_cache.max_size, c.file_cache.max_file_size),
+            (0, 8192)
+        );
     }
 
     #[test]
@@ -630,6 +666,10 @@ mod tests {
             (
                 "[upstream.app]\nserver = []\n[[server]]\n[[server.location]]\nprefix = \"/\"\nproxy = \"app\"\n",
                 "upstream.app.server",
+            ),
+            (
+                "[file_cache]\nmax_size = \"lots\"\n[[server]]\n[[server.location]]\nprefix = \"/\"\nroot = \"/\"\n",
+                "max_size",
             ),
         ];
         for (text, field) in cases {

@@ -6,6 +6,8 @@
 //! - [`server`]: listeners, HTTP/1.1 and HTTP/2 (TLS or h2c), routing by Host and
 //!   location prefix, reload and graceful drain.
 //! - [`static_files`]: files under a root: validators, ranges, content coding, confinement.
+//! - [`file_cache`]: small static files kept in memory, revalidated on every hit.
+//! - [`sendfile`]: `sendfile(2)` for large cached files underneath hyper.
 //! - [`conditional`]: the pure HTTP rules for conditional and range requests.
 //! - [`proxy`]: forwarding, header rewriting, retries and error classes.
 //! - [`upstream`]: groups, balancing, passive health, keep-alive pools.
@@ -24,8 +26,10 @@
 pub mod body;
 pub mod conditional;
 pub mod config;
+pub mod file_cache;
 pub mod logs;
 pub mod proxy;
+pub mod sendfile;
 pub mod server;
 pub mod static_files;
 pub mod upstream;

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,6 +32,17 @@ pub struct ClientInfo {
     pub remote: SocketAddr,
     /// Whether the client connection is TLS.
     pub https: bool,
+    /// The client's IP as a header value (`X-Real-IP`), formatted once per connection.
+    ip: HeaderValue,
+}
+
+impl ClientInfo {
+    /// Facts about a client connection from `remote`.
+    pub fn new(remote: SocketAddr, https: bool) -> Self {
+        let ip = HeaderValue::from_str(&remote.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { remote, https, ip }
+    }
 }
 
 /// Body limits the proxy enforces while streaming.
@@ -44,30 +55,33 @@ pub struct BodyLimits {
 }
 
 /// Headers meaningful only for a single connection (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
+/// Typed names rather than strings: `remove("te")` would parse the name on every call.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
@@ -79,6 +93,10 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 const BODY_TOO_LARGE: u8 = 1;
 const BODY_TIMEOUT: u8 = 2;
 const BODY_MALFORMED: u8 = 3;
@@ -89,7 +107,7 @@ struct BodyState {
     fault: AtomicU8,
     /// Bytes read so far: progress keeps the read timeout from firing on a slow upload.
     read: AtomicU64,
-    done: std::sync::atomic::AtomicBool,
+    done: AtomicBool,
 }
 
 impl BodyState {
@@ -193,46 +211,56 @@ pub async fn forward(
         headers.insert(header::HOST, v);
     }
     strip_hop_by_hop(&mut headers);
-    let ip = client.remote.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
+    let xff = match headers.get(X_FORWARDED_FOR).map(|v| {
+        v.to_str()
+            .map(|prev| format!("{prev}, {}", client.remote.ip()))
+    }) {
+        // An unreadable previous value is replaced, as before.
+        None | Some(Err(_)) => Some(client.ip.clone()),
+        Some(Ok(list)) => HeaderValue::from_str(&list).ok(),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert("x-real-ip", v);
-    }
+    headers.insert(X_REAL_IP, client.ip.clone());
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.https { "https" } else { "http" }),
     );
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/")
-        .to_owned();
+    // Origin form for the upstream; HTTP/2 requests arrive in absolute form.
+    let uri = match parts.uri.path_and_query() {
+        Some(_) if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => parts.uri,
+        Some(pq) => http::Uri::from(pq.clone()),
+        None => http::Uri::from_static("/"),
+    };
     let method = parts.method;
 
-    let state = Arc::new(BodyState::default());
     let has_body = !incoming.is_end_stream();
+    let mut shared = None;
     let mut body = if has_body {
+        let state = Arc::new(BodyState::default());
+        shared = Some(state.clone());
         Some(Body::new(ClientBody {
             inner: incoming,
             limits,
             sleep: Box::pin(tokio::time::sleep(limits.timeout)),
-            state: state.clone(),
+            state,
         }))
     } else {
         None
     };
+    // Without a body nothing ever records progress or a fault: share one idle state.
+    static NO_BODY: BodyState = BodyState {
+        fault: AtomicU8::new(0),
+        read: AtomicU64::new(0),
+        done: AtomicBool::new(false),
+    };
+    let state: &BodyState = shared.as_deref().unwrap_or(&NO_BODY);
     let replayable = idempotent(&method) && !has_body;
     let build = |body: Body| -> Request<Body> {
         let mut r = Request::new(body);
         *r.method_mut() = method.clone();
-        *r.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        *r.uri_mut() = uri.clone();
         *r.version_mut() = Version::HTTP_11;
         *r.headers_mut() = headers.clone();
         r
@@ -253,7 +281,7 @@ pub async fn forward(
             break;
         };
         let peer = group.peers[i].addr;
-        let mut sender = match group.connection(i).await {
+        let mut up = match group.connection(i).await {
             Ok(s) => s,
             Err(e) => {
                 tried.push(i);
@@ -282,14 +310,13 @@ pub async fn forward(
             None => break,
         };
         let guard = group.begin(i);
-        let fut = sender.try_send_request(req);
-        let outcome = wait_with_progress(fut, group.read_timeout, &state).await;
+        let outcome = wait_with_progress(up.send(req), group.read_timeout, state).await;
         match outcome {
             Some(Ok(resp)) => {
                 group.record_success(i);
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                let body = group.response_body(i, rbody, sender, guard);
+                let body = group.response_body(i, rbody, up, guard);
                 return Ok(Response::from_parts(rparts, Body::new(body)));
             }
             Some(Err(mut e)) => {

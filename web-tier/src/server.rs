@@ -45,8 +45,10 @@ use tokio::task::JoinSet;
 use crate::Error;
 use crate::body::{self, Body, BoxError};
 use crate::config::{Config, Limits, Listen, TlsFiles};
+use crate::file_cache::FileCache;
 use crate::logs::{AccessEntry, AccessLog, ErrorLog, Level};
 use crate::proxy::{self, BodyLimits, ClientInfo};
+use crate::sendfile;
 use crate::static_files::{self, StaticRoot};
 use crate::upstream::Group;
 
@@ -83,22 +85,27 @@ impl State {
             .iter()
             .map(|(name, g)| (name.as_str(), Arc::new(Group::new(name, g))))
             .collect();
+        let cache = Arc::new(FileCache::new(
+            config.file_cache.max_size,
+            config.file_cache.max_file_size,
+        ));
         let mut vhosts = Vec::new();
         for (si, s) in config.servers.iter().enumerate() {
             let mut locations = Vec::new();
             for (li, loc) in s.locations.iter().enumerate() {
-                let action =
-                    match (&loc.root, &loc.proxy) {
-                        (Some(root), _) => Action::Static(Arc::new(
-                            StaticRoot::open(root, loc).map_err(|source| Error::Open {
+                let action = match (&loc.root, &loc.proxy) {
+                    (Some(root), _) => Action::Static(Arc::new(
+                        StaticRoot::open(root, loc, cache.clone()).map_err(|source| {
+                            Error::Open {
                                 field: format!("server[{si}].location[{li}].root"),
                                 path: root.clone(),
                                 source,
-                            })?,
-                        )),
-                        (None, Some(group)) => Action::Proxy(groups[group.as_str()].clone()),
-                        (None, None) => unreachable!("validated: root or proxy"),
-                    };
+                            }
+                        })?,
+                    )),
+                    (None, Some(group)) => Action::Proxy(groups[group.as_str()].clone()),
+                    (None, None) => unreachable!("validated: root or proxy"),
+                };
                 locations.push((loc.prefix.clone(), action));
             }
             locations.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
@@ -147,8 +154,13 @@ impl State {
 
     fn vhost(&self, host: Option<&str>) -> &VHost {
         if let Some(host) = host {
-            let host = host.trim_end_matches('.').to_ascii_lowercase();
-            if let Some(v) = self.vhosts.iter().find(|v| v.exact.contains(&host)) {
+            // Names are stored lowercase; compare without allocating a lowercased copy.
+            let host = host.trim_end_matches('.');
+            if let Some(v) = self
+                .vhosts
+                .iter()
+                .find(|v| v.exact.iter().any(|n| n.eq_ignore_ascii_case(host)))
+            {
                 return v;
             }
             // Longest matching wildcard wins, as in nginx.
@@ -156,7 +168,11 @@ impl State {
                 .vhosts
                 .iter()
                 .flat_map(|v| v.wildcard.iter().map(move |w| (w, v)))
-                .filter(|(w, _)| host.ends_with(w.as_str()) && host.len() > w.len())
+                .filter(|(w, _)| {
+                    host.len() > w.len()
+                        && host.is_char_boundary(host.len() - w.len())
+                        && host[host.len() - w.len()..].eq_ignore_ascii_case(w)
+                })
                 .max_by_key(|(w, _)| w.len());
             if let Some((_, v)) = best {
                 return v;
@@ -420,7 +436,7 @@ impl Server {
         h2: Option<bool>,
         watcher: Watcher,
     ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: Transport,
     {
         let state = self.current();
         let limits = state.limits.clone();
@@ -450,7 +466,7 @@ impl Server {
             ret: Some(ret_tx),
         };
         let this = self.clone();
-        let info = Arc::new(ClientInfo { remote, https });
+        let info = Arc::new(ClientInfo::new(remote, https));
         let svc = service_fn(move |req| {
             let this = this.clone();
             let info = info.clone();
@@ -469,10 +485,14 @@ impl Server {
             b.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_header_size(limits.max_header_size as usize)
-                .max_headers(limits.max_headers)
                 // A head that never completes is refused at this size too (431).
                 .max_buf_size((limits.max_header_size as usize + 8192).max(64 << 10))
                 .keep_alive(true);
+            // hyper's default is the same 100 on the stack; setting it explicitly makes
+            // hyper build the header array with a loop on every request.
+            if limits.max_headers != 100 {
+                b.max_headers(limits.max_headers);
+            }
             watcher.watch(b.serve_connection(io, svc)).await
         };
         let Ok((mut io, partial)) = ret_rx.await else {
@@ -495,11 +515,10 @@ impl Server {
 
     async fn handle(&self, req: Request<Incoming>, info: &ClientInfo) -> Response<Body> {
         let state = self.current();
-        let time = SystemTime::now();
         let head = req.method() == Method::HEAD;
         let entry = (!state.access.is_off()).then(|| AccessEntry {
             remote: info.remote,
-            time,
+            time: SystemTime::now(),
             request_line: format!(
                 "{} {} {}",
                 req.method(),
@@ -549,9 +568,8 @@ async fn route(
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    let host_name = host.as_deref().map(|h| match h.rfind(':') {
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let host_name = host.map(|h| match h.rfind(':') {
         Some(i) if !h.ends_with(']') => &h[..i],
         _ => h,
     });
@@ -579,8 +597,7 @@ async fn route(
                 return vhost.error(status, head);
             }
             let (parts, _) = req.into_parts();
-            match static_files::serve(root.clone(), &parts.method, &parts.uri, &parts.headers).await
-            {
+            match static_files::serve(root.clone(), parts).await {
                 Ok(r) => r,
                 Err(status) => vhost.error(status, head),
             }
@@ -690,6 +707,23 @@ async fn sniff<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>) -> io::Resul
     }
 }
 
+/// A client connection's transport: plain TCP can `sendfile` cached bodies
+/// ([`sendfile::poll_write`]); TLS has to encrypt them, so it copies.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The socket, if bytes written here go to it unchanged.
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self)
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {}
+
 /// Connection I/O as hyper sees it: replays the sniffed prefix, tracks whether part of a
 /// request has arrived since the last write, and hands the socket back when dropped.
 struct Guard<I> {
@@ -736,7 +770,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Guard<I> {
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Guard<I> {
+impl<I: Transport> AsyncWrite for Guard<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -764,7 +798,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Guard<I> {
         let Some(io) = this.io.as_mut() else {
             return Poll::Ready(Err(gone()));
         };
-        let res = Pin::new(io).poll_write_vectored(cx, bufs);
+        let res = match io.tcp().and_then(|tcp| sendfile::poll_write(tcp, cx, bufs)) {
+            Some(res) => res,
+            None => Pin::new(io).poll_write_vectored(cx, bufs),
+        };
         if let Poll::Ready(Ok(n)) = res
             && n > 0
         {

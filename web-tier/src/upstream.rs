@@ -6,6 +6,17 @@
 //! connect failure leaves the request (and its streaming body) in our hands, and
 //! `try_send_request` hands it back when a pooled connection died before sending. That is
 //! what lets a POST be retried after a refused connect but never after it was sent.
+//!
+//! # Who drives a connection
+//! hyper's client connection is a future that does the actual reading and writing. It
+//! is not spawned as a task of its own: the request that holds the connection drives
+//! it, first while waiting for the response head ([`Upstream::send`]) and then from the
+//! response body ([`UpstreamBody`]) as the client's connection pulls it. That saves the
+//! task switches between a connection task and the request (several per request, each
+//! a wake-up, a poll of both hyper state machines and a channel hand-off), and gives
+//! natural back-pressure: nothing is read from the upstream faster than the client
+//! takes it. An idle pooled connection is not polled at all; it is driven once when
+//! taken from the pool, which finishes the previous exchange and notices a close.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,9 +26,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -51,7 +64,12 @@ pub struct Peer {
     /// Requests in flight (for least connections).
     active: AtomicUsize,
     health: Mutex<Health>,
-    idle: Mutex<Vec<SendRequest<Body>>>,
+    #[expect(
+        clippy::vec_box,
+        reason = "a connection is ~700 bytes and moves through several futures per request; \
+                  the box makes each move a pointer copy"
+    )]
+    idle: Mutex<Vec<Box<Upstream>>>,
 }
 
 #[derive(Default)]
@@ -106,7 +124,14 @@ impl Group {
     /// Picks the next peer, skipping those already tried for this request and those
     /// marked down. `None` means no live upstream (502).
     pub fn select(&self, tried: &[usize]) -> Option<usize> {
-        let now = Instant::now();
+        // The clock is only read when some server is marked down.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(Instant::now);
+        if let [peer] = &self.peers[..] {
+            // One server: balancing has nothing to choose (and smooth round robin would
+            // add and take back the same weight).
+            return (tried.is_empty() && peer.available(now)).then_some(0);
+        }
         let mut cands: Vec<usize> = (0..self.peers.len())
             .filter(|i| !tried.contains(i) && self.peers[*i].available(now))
             .collect();
@@ -187,21 +212,25 @@ impl Group {
     }
 
     /// A ready connection to peer `i`: pooled if one is alive, else a new one.
-    pub async fn connection(&self, i: usize) -> Result<SendRequest<Body>, ConnectError> {
+    pub async fn connection(&self, i: usize) -> Result<Box<Upstream>, ConnectError> {
         let peer = &self.peers[i];
         loop {
             let pooled = {
                 let mut idle = peer.idle.lock().unwrap_or_else(|e| e.into_inner());
                 idle.pop()
             };
-            let Some(mut sender) = pooled else { break };
-            if sender.is_closed() {
-                continue;
-            }
+            let Some(mut up) = pooled else { break };
             // A pooled connection becomes ready once its previous response finished,
-            // which it has; an error means the upstream closed it meanwhile.
-            if let Ok(Ok(())) = tokio::time::timeout(self.connect_timeout, sender.ready()).await {
-                return Ok(sender);
+            // which it has; an error means the upstream closed it meanwhile. Usually it
+            // is ready at once: ask before arming a timer.
+            match std::future::poll_fn(|cx| Poll::Ready(up.poll_ready(cx))).await {
+                Poll::Ready(Ok(())) => return Ok(up),
+                Poll::Ready(Err(())) => continue,
+                Poll::Pending => {}
+            }
+            let ready = std::future::poll_fn(|cx| up.poll_ready(cx));
+            if let Ok(Ok(())) = tokio::time::timeout(self.connect_timeout, ready).await {
+                return Ok(up);
             }
         }
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer.addr))
@@ -214,11 +243,10 @@ impl Group {
         )
         .await
         .map_err(|_| ConnectError::Timeout)??;
-        tokio::spawn(async move {
-            // The connection's errors surface through the request that hit them.
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Box::new(Upstream {
+            sender,
+            conn: Some(conn),
+        }))
     }
 
     /// Marks a request in flight on peer `i` until the guard drops.
@@ -233,14 +261,15 @@ impl Group {
         &self,
         i: usize,
         body: Incoming,
-        sender: SendRequest<Body>,
+        up: Box<Upstream>,
         guard: ActiveGuard,
     ) -> UpstreamBody {
         UpstreamBody {
             inner: body,
-            ret: Some((sender, self.peers[i].clone(), self.keepalive)),
+            ret: Some((up, self.peers[i].clone(), self.keepalive)),
             read_timeout: self.read_timeout,
-            sleep: Box::pin(tokio::time::sleep(self.read_timeout)),
+            sleep: None,
+            waiting: false,
             _guard: guard,
         }
     }
@@ -252,19 +281,68 @@ impl Group {
 }
 
 impl Peer {
-    fn available(&self, now: Instant) -> bool {
+    fn available(&self, now: impl FnOnce() -> Instant) -> bool {
         let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.down_until.is_none_or(|t| now >= t)
+        h.down_until.is_none_or(|t| now() >= t)
     }
 
-    fn checkin(&self, sender: SendRequest<Body>, cap: usize) {
-        if sender.is_closed() {
+    fn checkin(&self, up: Box<Upstream>, cap: usize) {
+        if up.conn.is_none() || up.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < cap {
-            idle.push(sender);
+            idle.push(up);
         }
+    }
+}
+
+type UpstreamConn = Connection<TokioIo<TcpStream>, Body>;
+
+/// One HTTP/1.1 connection to an upstream server: the handle requests are sent on, and
+/// the connection future that does the I/O (driven by whoever holds it; see the module
+/// docs).
+pub struct Upstream {
+    sender: SendRequest<Body>,
+    /// `None` once the connection has finished (closed or failed).
+    conn: Option<UpstreamConn>,
+}
+
+impl Upstream {
+    /// Lets the connection do whatever I/O it can without waiting.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = &mut self.conn
+            && Pin::new(conn).poll(cx).is_ready()
+        {
+            // Dropping the finished connection fails whatever was still queued on it,
+            // handing back requests that were never written.
+            self.conn = None;
+        }
+    }
+
+    /// Ready for a request; `Err` if the connection is gone.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.drive(cx);
+        if self.conn.is_none() {
+            return Poll::Ready(Err(()));
+        }
+        self.sender.poll_ready(cx).map(|r| r.map_err(drop))
+    }
+
+    /// Sends `req` and waits for the response head, driving the connection meanwhile.
+    /// As with hyper's `try_send_request`, a request that was never written comes back
+    /// inside the error.
+    pub async fn send(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
+        let fut = self.sender.try_send_request(req);
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            fut.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
@@ -280,9 +358,13 @@ impl Drop for ActiveGuard {
 /// The upstream's response body on its way to the client.
 pub struct UpstreamBody {
     inner: Incoming,
-    ret: Option<(SendRequest<Body>, Arc<Peer>, usize)>,
+    /// The connection, to drive while the body is read and to pool once it is done.
+    ret: Option<(Box<Upstream>, Arc<Peer>, usize)>,
     read_timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// The read timer, made on the first wait: a small body often never waits.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer runs for the current wait (a frame ends the wait).
+    waiting: bool,
     _guard: ActiveGuard,
 }
 
@@ -295,10 +377,17 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let mut res = Pin::new(&mut this.inner).poll_frame(cx);
+        if res.is_pending()
+            && let Some((up, _, _)) = &mut this.ret
+        {
+            // The body is fed by the connection: let it read, then look again.
+            up.drive(cx);
+            res = Pin::new(&mut this.inner).poll_frame(cx);
+        }
+        match res {
             Poll::Ready(Some(Ok(f))) => {
-                let deadline = tokio::time::Instant::now() + this.read_timeout;
-                this.sleep.as_mut().reset(deadline);
+                this.waiting = false;
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -312,8 +401,15 @@ impl HttpBody for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_ready() {
-                    // Dropping the sender with the half-read body closes the connection.
+                let timeout = this.read_timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if !std::mem::replace(&mut this.waiting, true) {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    // Dropping the connection with the half-read body closes it.
                     this.ret = None;
                     return Poll::Ready(Some(Err("upstream read timed out".into())));
                 }

@@ -363,3 +363,51 @@ fn body_limits_give_413_and_slow_bodies_408() {
     assert_eq!(r.status, 408);
     assert_eq!(get(&web, "/api/echo").status, 200);
 }
+
+/// An upstream that answers one request per connection with keep-alive, then closes the
+/// connection shortly after (a short upstream `keepalive_timeout`).
+fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = conns.clone();
+    std::thread::spawn(move || {
+        // Two connections are all the test makes; then the thread ends.
+        for stream in listener.incoming().take(2) {
+            let Ok(mut s) = stream else { return };
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                // Dropping the stream closes the idle connection.
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[test]
+fn pooled_connection_closed_by_the_upstream_is_not_used() {
+    let (addr, conns) = closing_upstream();
+    let web = Web::start(&config(&[(addr, 1)], ""), &[]);
+    let r = get(&web, "/api/one");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    // The upstream closes the pooled connection meanwhile; nothing polls it while idle,
+    // so it is found closed when taken from the pool, and a new one is made. A POST is
+    // safe too: it never went out on the dead connection.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let r = send(
+        &web,
+        "POST /api/two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}

@@ -28,9 +28,11 @@ One network namespace of its own, everything on 127.0.0.1. Debian's nginx 1.22 a
 `/proxy/` to the same upstream, with keep-alive to it on both (nginx: `upstream` with
 `keepalive 32`, `proxy_http_version 1.1`, `Connection \"\"`; web-tier: `keepalive = 32`).
 Same worker count: nginx `worker_processes 1` (plus its idle master), web-tier with
-`TOKIO_WORKER_THREADS=1` (plus tokio's blocking pool, which serves file reads). Access
-logs off on both. nginx keeps its usual `sendfile on`; web-tier has no sendfile (see its
-README). The upstream is a third process, an nginx worker answering a fixed 64-byte
+`TOKIO_WORKER_THREADS=1` (plus tokio's blocking pool, which serves file reads on a cache
+miss). Access logs off on both. nginx keeps its usual `sendfile on`; web-tier runs with
+its defaults: its file cache on (files revalidated with a stat on every request) and
+`sendfile` from the cache for files of 16 KiB and more (see its README). The upstream is
+a third process, an nginx worker answering a fixed 64-byte
 `return 200`. Both servers are pinned with `taskset` to the measured CPU (`--cpu`,
 default the last); wrk and the upstream to the other cores.
 `wrk -t2 -c50 --latency` runs 10 s (3 s under `--quick`) after a 1 s warm-up, nginx
