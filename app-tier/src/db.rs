@@ -1,39 +1,43 @@
 //! Connection pools and read/write routing.
 //!
-//! [`Db`] owns one sqlx pool for the primary and one per replica. A request talks to it
+//! [`Db`] owns one [`Pool`] for the primary and one per replica (plus, per database, a
+//! lazily connecting sqlx pool for migrations, seeding and tests). A request talks to it
 //! through a [`DbSession`], which enforces the routing rules:
 //!
-//! - writes always go to the primary, inside a transaction;
+//! - writes always go to the primary, inside a transaction when they take more than
+//!   one statement;
 //! - reads go to a replica (round-robin), unless this request has already written, in
 //!   which case they go to the primary so the request sees its own write (replication
 //!   is asynchronous);
 //! - a replica that cannot hand out a connection is skipped and the read falls back to
 //!   the primary (counted in `app_db_replica_fallbacks_total`).
 //!
-//! Failing fast: sqlx keeps retrying a refused connect until `acquire_timeout`. With a
-//! dead database that would hold every request for the full timeout, so each target has
-//! a small circuit breaker: after a connect failure it answers "unavailable" at once for
-//! `retry_interval_ms`, then lets requests try again. A failure only trips the breaker
-//! if nothing succeeded since that attempt began: an acquire that started during an
-//! outage can time out after the database is back, and its stale verdict must not take
-//! a recovered target down again. Recovery needs no restart: the pools discard broken
-//! connections (`test_before_acquire`) and open new ones.
+//! Failing fast: each target has a small circuit breaker: after a failed connect (or an
+//! acquire that timed out) it answers "unavailable" at once for `retry_interval_ms`,
+//! instead of letting every request make its own attempt against a dead database, then
+//! lets requests try again. A failure only trips the breaker if nothing succeeded since
+//! that attempt began: an acquire that started during an outage can time out after the
+//! database is back, and its stale verdict must not take a recovered target down again.
+//! Recovery needs no restart: the pools discard broken connections and test the rest
+//! (see [`crate::pool`]), and open new ones.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::pool::PoolConnection;
-use sqlx::{MySql, Transaction};
 
 use crate::config::{ConfigError, DatabaseConfig};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, PoolSample};
+use crate::pool::{Conn, Pool, PoolConfig, Tx};
 
-/// One database server: its pool and its breaker.
+/// One database server: its pools and its breaker.
 pub struct Target {
     name: String,
+    /// The request path's connections.
+    conns: Pool,
+    /// For migrations, seeding and tests: connects only when used.
     pool: MySqlPool,
     breaker: Breaker,
 }
@@ -78,7 +82,7 @@ impl Target {
         &self.name
     }
 
-    /// The sqlx pool (for migrations, seeding and tests).
+    /// The sqlx pool (for migrations, seeding and tests; requests use their own).
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
@@ -109,44 +113,63 @@ pub fn connect_options(
     Ok(options)
 }
 
-fn pool_options(config: &DatabaseConfig) -> MySqlPoolOptions {
-    MySqlPoolOptions::new()
-        .max_connections(config.max_connections)
-        .min_connections(config.min_connections)
-        .acquire_timeout(config.acquire_timeout())
-        .idle_timeout(Some(Duration::from_millis(config.idle_timeout_ms)))
-        // Ping before handing a connection out: after a database restart every pooled
-        // connection is dead, and this is what lets the server recover by itself.
-        .test_before_acquire(true)
+impl Target {
+    /// `replica`: reads can fall back from it, so its connections are tested before
+    /// every use (a dead replica must fail the acquire, not the read).
+    fn new(
+        name: String,
+        config: &DatabaseConfig,
+        options: MySqlConnectOptions,
+        replica: bool,
+    ) -> Target {
+        let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+        let conns = Pool::new(
+            options.clone(),
+            PoolConfig {
+                max_connections: config.max_connections,
+                min_connections: config.min_connections,
+                acquire_timeout: config.acquire_timeout(),
+                idle_timeout,
+                ping_every_acquire: replica,
+            },
+        );
+        // Idle for a minute at most: it serves the start-up schema check and tools,
+        // and should not hold a connection for the life of the server.
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout())
+            .idle_timeout(Some(idle_timeout.min(Duration::from_secs(60))))
+            .connect_lazy_with(options);
+        Target {
+            name,
+            conns,
+            pool,
+            breaker: Breaker::default(),
+        }
+    }
 }
 
 impl Db {
     /// Creates the pools without connecting: the server can start (and answer 503 with
     /// `/readyz` failing) while a database is still down.
     pub fn connect_lazy(config: &DatabaseConfig, metrics: Arc<Metrics>) -> Result<Db, ConfigError> {
-        let primary = Target {
-            name: "primary".into(),
-            pool: pool_options(config).connect_lazy_with(connect_options(
-                config,
-                &config.url,
-                "database.url",
-            )?),
-            breaker: Breaker::default(),
-        };
+        let primary = Target::new(
+            "primary".into(),
+            config,
+            connect_options(config, &config.url, "database.url")?,
+            false,
+        );
         let replicas = config
             .replica_urls
             .iter()
             .enumerate()
             .map(|(i, url)| {
-                Ok(Target {
-                    name: format!("replica{i}"),
-                    pool: pool_options(config).connect_lazy_with(connect_options(
-                        config,
-                        url,
-                        "database.replica_urls",
-                    )?),
-                    breaker: Breaker::default(),
-                })
+                Ok(Target::new(
+                    format!("replica{i}"),
+                    config,
+                    connect_options(config, url, "database.replica_urls")?,
+                    true,
+                ))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(Db {
@@ -159,7 +182,7 @@ impl Db {
         })
     }
 
-    /// The primary's pool.
+    /// The primary's sqlx pool (for migrations, seeding and tests).
     pub fn primary(&self) -> &MySqlPool {
         &self.primary.pool
     }
@@ -177,24 +200,32 @@ impl Db {
         }
     }
 
+    /// A request failed for want of a database: every pool tests its idle connections
+    /// before their next use (see [`Pool::suspect_idle`]).
+    pub fn suspect_idle_connections(&self) {
+        for t in std::iter::once(&self.primary).chain(&self.replicas) {
+            t.conns.suspect_idle();
+        }
+    }
+
     /// Occupancy of every pool, for `/metrics`.
     pub fn pool_samples(&self) -> Vec<PoolSample> {
         std::iter::once(&self.primary)
             .chain(&self.replicas)
             .map(|t| PoolSample {
                 target: t.name.clone(),
-                size: t.pool.size(),
-                idle: u32::try_from(t.pool.num_idle()).unwrap_or(u32::MAX),
-                max: t.pool.options().get_max_connections(),
+                size: t.conns.size(),
+                idle: u32::try_from(t.conns.num_idle()).unwrap_or(u32::MAX),
+                max: t.conns.max_connections(),
             })
             .collect()
     }
 
     /// Closes every pool (waits for connections in use to come back).
     pub async fn close(&self) {
-        self.primary.pool.close().await;
-        for r in &self.replicas {
-            r.pool.close().await;
+        for t in std::iter::once(&self.primary).chain(&self.replicas) {
+            t.conns.close().await;
+            t.pool.close().await;
         }
     }
 
@@ -203,14 +234,14 @@ impl Db {
     }
 
     /// A connection from `target`, honouring its breaker.
-    async fn acquire_from(&self, target: &Target) -> Result<PoolConnection<MySql>, ApiError> {
+    async fn acquire_from(&self, target: &Target) -> Result<Conn, ApiError> {
         let started = self.now_ms();
         if !target.breaker.allows(started) {
             return Err(ApiError::DatabaseUnavailable {
                 detail: format!("{} marked down after a recent failure", target.name),
             });
         }
-        match target.pool.acquire().await {
+        match target.conns.acquire().await {
             Ok(conn) => {
                 target.breaker.record_ok(self.now_ms());
                 self.metrics.observe_acquire(&target.name);
@@ -228,7 +259,7 @@ impl Db {
     }
 
     /// A primary connection; counts the refusal when the primary is down.
-    async fn acquire_primary(&self) -> Result<PoolConnection<MySql>, ApiError> {
+    async fn acquire_primary(&self) -> Result<Conn, ApiError> {
         let result = self.acquire_from(&self.primary).await;
         if let Err(e) = &result
             && e.is_unavailable()
@@ -239,7 +270,7 @@ impl Db {
     }
 
     /// A connection for reading: a replica if one is up, else the primary.
-    async fn acquire_replica_or_primary(&self) -> Result<PoolConnection<MySql>, ApiError> {
+    async fn acquire_replica_or_primary(&self) -> Result<Conn, ApiError> {
         let n = self.replicas.len();
         if n > 0 {
             let start = self.next_replica.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +304,7 @@ pub struct DbSession {
 
 impl DbSession {
     /// A connection for reads: a replica, or the primary once this request has written.
-    pub async fn read(&mut self) -> Result<PoolConnection<MySql>, ApiError> {
+    pub async fn read(&mut self) -> Result<Conn, ApiError> {
         if self.wrote {
             self.db.acquire_primary().await
         } else {
@@ -281,14 +312,19 @@ impl DbSession {
         }
     }
 
-    /// A transaction on the primary. Everything read through this session afterwards
-    /// also comes from the primary.
-    pub async fn begin(&mut self) -> Result<Transaction<'static, MySql>, ApiError> {
+    /// A primary connection for a write that is one statement (autocommit: it commits
+    /// on its own). Everything read through this session afterwards also comes from the
+    /// primary.
+    pub async fn write(&mut self) -> Result<Conn, ApiError> {
         self.wrote = true;
-        let conn = self.db.acquire_primary().await?;
-        // `Transaction::begin` on an owned pool connection gives a `'static` transaction
-        // that returns the connection to the pool (rolled back if not committed) on drop.
-        Ok(Transaction::begin(conn, None).await?)
+        self.db.acquire_primary().await
+    }
+
+    /// A transaction on the primary. Everything read through this session afterwards
+    /// also comes from the primary. Dropped without [`Tx::commit`], it rolls back.
+    pub async fn begin(&mut self) -> Result<Tx, ApiError> {
+        let conn = self.write().await?;
+        Ok(Tx::begin(conn).await?)
     }
 }
 

@@ -10,10 +10,12 @@
 //!
 //! # Layout
 //! - [`config`]: TOML file + `APP_TIER_*` environment; the password never prints.
-//! - [`db`]: connection pools, primary/replica routing, fail-fast when a database is down.
+//! - [`db`]: primary/replica routing, fail-fast when a database is down.
+//! - [`pool`]: the request path's connection pool (no round trip on a healthy connection).
 //! - [`migrate`]: the embedded migrations and the start-up schema check.
 //! - [`model`]: the resource kinds as data (fields, types, limits) and body validation.
 //! - [`store`]: the SQL (prepared statements only) for those kinds.
+//! - [`record`]: a row as the API shows it, decoded and serialized without a `Value` tree.
 //! - [`input`]: extractors whose rejections are JSON errors.
 //! - [`api`]: the `/api/v1` handlers.
 //! - [`page`]: the `/hbnb` HTML page.
@@ -32,6 +34,8 @@ pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod page;
+pub mod pool;
+pub mod record;
 pub mod seed;
 pub mod server;
 pub mod store;

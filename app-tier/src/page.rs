@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::model::{AMENITIES, CITIES, STATES, USERS};
+use crate::record::Record;
 use crate::server::AppState;
 use crate::store::{self, Page, Search};
 
@@ -46,9 +47,10 @@ pub async fn hbnb(
     };
     let mut session = s.db.session();
     let mut conn = session.read().await?;
-    let (states, _) = store::list(&mut conn, &STATES, None, all).await?;
-    let (cities, _) = store::list(&mut conn, &CITIES, None, all).await?;
-    let (amenities, _) = store::list(&mut conn, &AMENITIES, None, all).await?;
+    let values = |records: Vec<Record>| records.into_iter().map(Record::into_value).collect();
+    let states: Vec<Value> = values(store::list(&mut conn, &STATES, None, all).await?.0);
+    let cities: Vec<Value> = values(store::list(&mut conn, &CITIES, None, all).await?.0);
+    let amenities: Vec<Value> = values(store::list(&mut conn, &AMENITIES, None, all).await?.0);
     let (places, total) = store::search_places(
         &mut conn,
         &search,
@@ -58,10 +60,13 @@ pub async fn hbnb(
         },
     )
     .await?;
+    let places: Vec<Value> = values(places);
     let mut owners = Vec::with_capacity(places.len());
     for p in &places {
         let owner = match p["user_id"].as_str() {
-            Some(uid) => store::get(&mut conn, &USERS, uid).await?,
+            Some(uid) => store::get(&mut conn, &USERS, uid)
+                .await?
+                .map(Record::into_value),
             None => None,
         };
         owners.push(owner);

@@ -2,7 +2,8 @@
 //! a listener until a shutdown future resolves and then lets in-flight requests finish.
 //!
 //! Middleware, outermost first: access log and metrics (so they see every status,
-//! including the timeout's 503), then the request timeout, then the body-size limit.
+//! including the timeout's 503; a 503 also has the pools test their idle connections),
+//! then the request timeout, then the body-size limit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,9 +104,11 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Answers 503 when the handler runs past `request_timeout` (the handler's future is
-/// dropped, which rolls back any open transaction).
+/// dropped, which rolls back any open transaction). Handlers run inside
+/// [`crate::pool::in_handler`], so the pool knows which connections came back from a
+/// handler that finished and which from one that was cut off.
 async fn timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(s.request_timeout, next.run(req)).await {
+    match tokio::time::timeout(s.request_timeout, crate::pool::in_handler(next.run(req))).await {
         Ok(response) => response,
         Err(_) => {
             s.metrics.observe_timeout();
@@ -136,6 +139,11 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         status.as_u16(),
         elapsed.as_secs_f64() * 1000.0
     );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // The handler's connection is back in its pool by now; if the database went
+        // away, it and its idle siblings must be tested before anyone uses them.
+        s.db.suspect_idle_connections();
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         log::error!(target: "app_tier::error", "method={method} path={path:?} status=500");
     }

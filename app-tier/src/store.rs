@@ -1,15 +1,19 @@
 //! SQL for the kinds of [`crate::model`]: every statement is a prepared statement with
 //! bound values; table and column names are spliced in only from the static kind
 //! descriptions. Functions take a `&mut MySqlConnection`, so the caller decides whether
-//! that is a replica connection or a transaction on the primary.
+//! that is a replica connection or a transaction on the primary. Rows come back as
+//! [`Record`]s.
+
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
-use sqlx::mysql::{MySqlArguments, MySqlRow};
+use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
 use sqlx::{MySql, MySqlConnection, Row};
 
 use crate::error::ApiError;
-use crate::model::{Field, Kind, PLACES, Ty, Val};
+use crate::model::{Field, Kind, PLACES, Val};
+use crate::record::{self, Record};
 
 /// One page of a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,57 +44,24 @@ impl Default for Page {
     }
 }
 
-/// MariaDB spelling of HBNB's timestamp format (`2017-03-25T02:17:06.000000`).
-fn ts(alias: &str, column: &str) -> String {
-    format!("DATE_FORMAT({alias}.{column}, '%Y-%m-%dT%H:%i:%s.%f') AS {column}")
-}
-
-/// The SELECT list of `kind`, columns prefixed with `alias`.
+/// The SELECT list of `kind`, in [`record::column_names`] order, columns qualified with
+/// `alias` (unqualified if empty, as `INSERT ... RETURNING` wants them). Timestamps in
+/// HBNB's format (`2017-03-25T02:17:06.000000`).
 fn columns(kind: &Kind, alias: &str) -> String {
-    let mut cols = vec![
-        format!("{alias}.id"),
-        ts(alias, "created_at"),
-        ts(alias, "updated_at"),
-    ];
-    if let Some(p) = &kind.parent {
-        cols.push(format!("{alias}.{}", p.column));
-    }
-    for f in kind.fields {
-        if !matches!(f.ty, Ty::Password) {
-            cols.push(format!("{alias}.{}", f.name));
-        }
-    }
-    cols.join(", ")
-}
-
-/// Decodes a row selected with `columns` (this module's SELECT list) into the API's JSON shape.
-pub fn to_json(kind: &Kind, row: &MySqlRow) -> Result<Value, sqlx::Error> {
-    let mut m = Map::new();
-    for key in ["id", "created_at", "updated_at"] {
-        m.insert(key.into(), json!(row.try_get::<String, _>(key)?));
-    }
-    if let Some(p) = &kind.parent {
-        m.insert(p.column.into(), json!(row.try_get::<String, _>(p.column)?));
-    }
-    for f in kind.fields {
-        let v = match f.ty {
-            Ty::Password => continue,
-            Ty::Str { .. } | Ty::Email | Ty::Id => json!(row.try_get::<Option<String>, _>(f.name)?),
-            Ty::Int { .. } => json!(row.try_get::<Option<i32>, _>(f.name)?),
-            Ty::Float { .. } => json!(row.try_get::<Option<f64>, _>(f.name)?),
-        };
-        m.insert(f.name.into(), v);
-    }
-    m.insert("__class__".into(), json!(class_name(kind)));
-    Ok(Value::Object(m))
-}
-
-/// HBNB's `__class__` key (`State`, `City`...), kept so HBNB front-ends work unchanged.
-fn class_name(kind: &Kind) -> String {
-    let mut c = kind.singular.chars();
-    c.next()
-        .map(|first| first.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
+    let prefix = if alias.is_empty() {
+        String::new()
+    } else {
+        format!("{alias}.")
+    };
+    record::column_names(kind)
+        .map(|c| match c {
+            "created_at" | "updated_at" => {
+                format!("DATE_FORMAT({prefix}{c}, '%Y-%m-%dT%H:%i:%s.%f') AS {c}")
+            }
+            _ => format!("{prefix}{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn bind_val<'q>(q: Query<'q, MySql, MySqlArguments>, v: &Val) -> Query<'q, MySql, MySqlArguments> {
@@ -117,14 +88,80 @@ pub async fn get(
     conn: &mut MySqlConnection,
     kind: &'static Kind,
     id: &str,
-) -> Result<Option<Value>, ApiError> {
-    let sql = format!(
-        "SELECT {} FROM {} t WHERE t.id = ?",
+) -> Result<Option<Record>, ApiError> {
+    let sql = &statements(kind).get;
+    let row = sqlx::query(sql).bind(id).fetch_optional(conn).await?;
+    Ok(row.map(|r| Record::from_row(kind, r)).transpose()?)
+}
+
+/// The SELECT of one page of `kind` (rows matching `filter`, which names the table `t`),
+/// oldest first; binds: the filter's, then LIMIT and OFFSET.
+///
+/// Without a filter the statement names the `(created_at, id)` index of migration 0002
+/// (`ix_<table>_created`): MariaDB 10.11 otherwise prices that index walk above
+/// scanning the whole table and sorting it (a full scan and a sort per request, about
+/// 4x the CPU at 1000 rows and growing with the table), and even picks that plan for
+/// a derived-table rewrite once it runs as a re-executed prepared statement. With a
+/// filter the optimizer's choice stands: the foreign-key index finds the few children
+/// and sorting them is cheap, where walking the creation index could read every row.
+fn page_sql(kind: &Kind, filter: &str) -> String {
+    let rows = if filter.is_empty() {
+        format!("FORCE INDEX (ix_{}_created)", kind.table)
+    } else {
+        filter.to_owned()
+    };
+    format!(
+        "SELECT {} FROM {} t {rows} ORDER BY t.created_at, t.id LIMIT ? OFFSET ?",
         columns(kind, "t"),
         kind.table
-    );
-    let row = sqlx::query(&sql).bind(id).fetch_optional(conn).await?;
-    Ok(row.map(|r| to_json(kind, &r)).transpose()?)
+    )
+}
+
+/// The statements of a kind that do not depend on the request, built once rather than
+/// formatted anew for every request.
+struct Statements {
+    table: &'static str,
+    get: String,
+    /// A page of all rows, and of the children of one parent.
+    page: (String, Option<String>),
+    /// The count of all rows, and of the children of one parent.
+    count: (String, Option<String>),
+}
+
+impl Statements {
+    fn of(kind: &Kind) -> Statements {
+        let child = kind
+            .parent
+            .as_ref()
+            .map(|p| format!("WHERE t.{} = ?", p.column));
+        let count = |filter: &str| format!("SELECT COUNT(*) FROM {} t {filter}", kind.table);
+        Statements {
+            table: kind.table,
+            get: format!(
+                "SELECT {} FROM {} t WHERE t.id = ?",
+                columns(kind, "t"),
+                kind.table
+            ),
+            page: (
+                page_sql(kind, ""),
+                child.as_deref().map(|f| page_sql(kind, f)),
+            ),
+            count: (count(""), child.as_deref().map(count)),
+        }
+    }
+}
+
+fn statements(kind: &Kind) -> &'static Statements {
+    static ALL: OnceLock<Vec<Statements>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        crate::model::ALL
+            .iter()
+            .map(|k| Statements::of(k))
+            .collect()
+    })
+    .iter()
+    .find(|s| s.table == kind.table)
+    .expect("every kind is in model::ALL")
 }
 
 /// A page of rows, optionally only the children of `parent_id`, oldest first; and the
@@ -134,17 +171,13 @@ pub async fn list(
     kind: &'static Kind,
     parent_id: Option<&str>,
     page: Page,
-) -> Result<(Vec<Value>, u64), ApiError> {
-    let filter = match (&kind.parent, parent_id) {
-        (Some(p), Some(_)) => format!("WHERE t.{} = ?", p.column),
-        _ => String::new(),
+) -> Result<(Vec<Record>, u64), ApiError> {
+    let st = statements(kind);
+    let (sql, count_sql, parent_id) = match (&st.page.1, &st.count.1, parent_id) {
+        (Some(page), Some(count), Some(id)) => (page, count, Some(id)),
+        _ => (&st.page.0, &st.count.0, None),
     };
-    let sql = format!(
-        "SELECT {} FROM {} t {filter} ORDER BY t.created_at, t.id LIMIT ? OFFSET ?",
-        columns(kind, "t"),
-        kind.table
-    );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query(sql);
     if let Some(id) = parent_id {
         q = q.bind(id);
     }
@@ -153,26 +186,31 @@ pub async fn list(
         .bind(page.offset())
         .fetch_all(&mut *conn)
         .await?;
-    let count_sql = format!("SELECT COUNT(*) FROM {} t {filter}", kind.table);
-    let mut cq = sqlx::query_scalar::<_, i64>(&count_sql);
+    let mut cq = sqlx::query_scalar::<_, i64>(count_sql);
     if let Some(id) = parent_id {
         cq = cq.bind(id);
     }
     let total = cq.fetch_one(&mut *conn).await?;
     let items = rows
-        .iter()
-        .map(|r| to_json(kind, r))
+        .into_iter()
+        .map(|r| Record::from_row(kind, r))
         .collect::<Result<_, _>>()?;
     Ok((items, u64::try_from(total).unwrap_or(0)))
 }
 
-/// Inserts a row with a fresh UUID and returns the id.
+/// Inserts a row with a fresh UUID and returns it as the API shows it (defaults and
+/// timestamps filled in by MariaDB), in one statement: `INSERT ... RETURNING`.
+///
+/// Returns the driver's error untouched so the caller can tell a foreign key pointing
+/// nowhere (see [`is_broken_reference`]) from other failures. The whole result is
+/// read, not just the row: with autocommit, the end of the result comes after the
+/// commit, so an `Ok` means the row is committed.
 pub async fn insert(
     conn: &mut MySqlConnection,
     kind: &'static Kind,
     parent_id: Option<&str>,
     values: &[(&'static Field, Val)],
-) -> Result<String, ApiError> {
+) -> Result<Record, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
     let mut cols = vec!["id"];
     if let (Some(p), Some(_)) = (&kind.parent, parent_id) {
@@ -181,9 +219,10 @@ pub async fn insert(
     cols.extend(values.iter().map(|(f, _)| f.name));
     let marks = vec!["?"; cols.len()].join(", ");
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({marks})",
+        "INSERT INTO {} ({}) VALUES ({marks}) RETURNING {}",
         kind.table,
-        cols.join(", ")
+        cols.join(", "),
+        columns(kind, "")
     );
     let mut q = sqlx::query(&sql).bind(id.clone());
     if let Some(pid) = parent_id {
@@ -192,8 +231,20 @@ pub async fn insert(
     for (_, v) in values {
         q = bind_val(q, v);
     }
-    q.execute(conn).await?;
-    Ok(id)
+    let mut rows = q.fetch_all(conn).await?;
+    match (rows.pop(), rows.is_empty()) {
+        (Some(row), true) => Record::from_row(kind, row),
+        // Cannot happen for a one-row INSERT; a 500 if it ever does.
+        _ => Err(sqlx::Error::RowNotFound),
+    }
+}
+
+/// Whether `err` is MariaDB refusing a row whose foreign key points nowhere
+/// (ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2).
+pub fn is_broken_reference(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| matches!(e.number(), 1216 | 1452))
 }
 
 /// Updates the given fields (and `updated_at`) of row `id`; false if there is no such row.
@@ -259,7 +310,7 @@ pub async fn place_amenities(
     conn: &mut MySqlConnection,
     place_id: &str,
     page: Page,
-) -> Result<(Vec<Value>, u64), ApiError> {
+) -> Result<(Vec<Record>, u64), ApiError> {
     let kind = &crate::model::AMENITIES;
     let sql = format!(
         "SELECT {} FROM amenities t JOIN place_amenity pa ON pa.amenity_id = t.id \
@@ -277,8 +328,8 @@ pub async fn place_amenities(
         .fetch_one(&mut *conn)
         .await?;
     let items = rows
-        .iter()
-        .map(|r| to_json(kind, r))
+        .into_iter()
+        .map(|r| Record::from_row(kind, r))
         .collect::<Result<_, _>>()?;
     Ok((items, u64::try_from(total).unwrap_or(0)))
 }
@@ -346,7 +397,7 @@ pub async fn search_places(
     conn: &mut MySqlConnection,
     search: &Search,
     page: Page,
-) -> Result<(Vec<Value>, u64), ApiError> {
+) -> Result<(Vec<Record>, u64), ApiError> {
     let mut conds: Vec<String> = Vec::new();
     let marks = |n: usize| vec!["?"; n].join(", ");
     if !search.states.is_empty() || !search.cities.is_empty() {
@@ -401,8 +452,8 @@ pub async fn search_places(
         .await?
         .try_get(0)?;
     let items = rows
-        .iter()
-        .map(|r| to_json(&PLACES, r))
+        .into_iter()
+        .map(|r| Record::from_row(&PLACES, r))
         .collect::<Result<_, _>>()?;
     Ok((items, u64::try_from(total).unwrap_or(0)))
 }
@@ -422,6 +473,20 @@ mod tests {
     #[test]
     fn child_kinds_select_their_parent_column() {
         assert!(columns(&CITIES, "t").contains("t.state_id"));
-        assert_eq!(class_name(&CITIES), "City");
+    }
+
+    #[test]
+    fn unqualified_columns_for_returning() {
+        let c = columns(&CITIES, "");
+        assert!(c.starts_with("id, DATE_FORMAT(created_at, "), "{c}");
+        assert!(!c.contains("t."), "{c}");
+    }
+
+    #[test]
+    fn only_unfiltered_pages_name_the_creation_index() {
+        let all = page_sql(&PLACES, "");
+        assert!(all.contains("FROM places t FORCE INDEX (ix_places_created) ORDER BY t.created_at, t.id LIMIT ? OFFSET ?"), "{all}");
+        let some = page_sql(&PLACES, "WHERE t.city_id = ?");
+        assert!(!some.contains("FORCE"), "{some}");
     }
 }

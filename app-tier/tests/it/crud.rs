@@ -341,6 +341,38 @@ async fn places_and_reviews() {
         .0,
         StatusCode::NOT_FOUND
     );
+    // The insert relies on the foreign keys and explains a refusal afterwards, in the
+    // order checks would have run: the parent in the path first, then the body's ids.
+    assert_eq!(
+        app.post(
+            "/api/v1/cities/ghost/places",
+            json!({"user_id": "ghost", "name": "X", "amenity_ids": [wifi]})
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/cities/{city}/places"),
+            json!({"user_id": "ghost", "name": "X", "amenity_ids": [wifi]}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("user_id"))
+    );
+    assert_eq!(
+        app.post("/api/v1/states/ghost/cities", json!({"name": "X"}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.counts().await,
+        before,
+        "nothing was written by refusals"
+    );
 
     let (s, v) = app
         .put(

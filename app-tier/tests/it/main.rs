@@ -7,5 +7,6 @@ mod cli;
 mod common;
 mod crud;
 mod page_metrics;
+mod pool;
 mod replica;
 mod resilience;
