@@ -116,14 +116,47 @@ fn summary(recs: &[Record]) -> String {
     format!("{} requests, first bad: {bad:?}", recs.len())
 }
 
+/// Every request as milliseconds since `zero` (start..end, path, outcome), with the
+/// named marks, in start order: for failure messages about timing.
+fn timeline(recs: &[Record], zero: Instant, marks: &[(&str, Instant)]) -> String {
+    let ms = |t: Instant| t.saturating_duration_since(zero).as_secs_f64() * 1000.0;
+    let mut v: Vec<&Record> = recs.iter().filter(|r| r.end >= zero).collect();
+    v.sort_by_key(|r| r.start);
+    let mut o: Vec<String> = marks
+        .iter()
+        .map(|(n, t)| format!("mark {n} at {:.1} ms", ms(*t)))
+        .collect();
+    o.extend(v.iter().take(120).map(|r| {
+        format!(
+            "{:8.1}..{:8.1} {} {:?}",
+            ms(r.start),
+            ms(r.end),
+            r.path,
+            r.outcome
+        )
+    }));
+    o.join("\n")
+}
+
 /// The tails of the app nodes' and web1's logs, for failure messages.
 fn logs(infra: &Infra) -> String {
     let mut o = String::new();
     for s in infra.apps.iter().chain(infra.webs.iter()) {
+        // The causes first: a burst of identical "marked down" answers would push the
+        // error that tripped the breaker out of a plain tail.
+        let text = std::fs::read_to_string(&s.log).unwrap_or_default();
+        let causes: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                (l.contains("WARN") || l.contains("ERROR") || l.contains("INFO  app_tier::pool"))
+                    && !l.contains("marked down")
+            })
+            .collect();
         o.push_str(&format!(
-            "--- {} ({}):\n{}\n",
+            "--- {} ({}), warnings other than \"marked down\" (last 30):\n{}\n--- tail:\n{}\n",
             s.name,
             s.log.display(),
+            causes[causes.len().saturating_sub(30)..].join("\n"),
             s.log_tail()
         ));
     }
@@ -491,10 +524,14 @@ fn database_restart_503s_then_recovery_no_acknowledged_write_lost() {
     infra.start_db_again().unwrap();
     let t_up = Instant::now();
     // Recovered once 20 requests in a row succeed (bounded), then everything must.
+    // "In a row" by start time: records arrive in completion order, and a slow success
+    // that started first would otherwise mark recovery before a quick 503 that started
+    // after it (each app node's breaker reopens on its own schedule).
     let start = Instant::now();
     let t_recovered = loop {
         let recs = traffic.stats.records();
-        let tail: Vec<&Record> = recs.iter().filter(|r| r.start > t_up).collect();
+        let mut tail: Vec<&Record> = recs.iter().filter(|r| r.start > t_up).collect();
+        tail.sort_by_key(|r| r.start);
         if let Some(i) = tail
             .windows(20)
             .position(|w| w.iter().all(|r| r.outcome == Ok(200)))
@@ -525,8 +562,9 @@ fn database_restart_503s_then_recovery_no_acknowledged_write_lost() {
     }
     assert!(
         after.iter().all(|r| r.outcome == Ok(200)),
-        "after recovery: {}\n{}",
+        "after recovery: {}\n{}\n{}",
         summary(&after),
+        timeline(&all, t_kill, &[("up", t_up), ("recovered", t_recovered)]),
         logs(&infra)
     );
     assert!(
