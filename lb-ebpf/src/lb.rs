@@ -118,8 +118,14 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         return Err(pass(reason::PASS_MALFORMED));
     }
     let cacheable = proto == PROTO_TCP && !pkt.is_frag;
+    // One slot per packet: looked up for established TCP, filled after a miss or SYN.
+    let slot = if cacheable {
+        cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS - 1)
+    } else {
+        0
+    };
     if cacheable && !syn {
-        match from_flow_cache(ctx, &pkt) {
+        match from_flow_cache(ctx, &pkt, slot) {
             Err((NOT_CACHED, _)) => {}
             v => return v,
         }
@@ -133,7 +139,7 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
     if cacheable {
-        fill_flow_cache(&pkt.key, backend_id, &svc, hash, cfg.epoch);
+        fill_flow_cache(slot, &pkt.key, backend_id, &svc, hash, cfg.epoch);
     }
     if pkt.is_frag {
         // First fragment: remember where the rest of the datagram goes.
@@ -151,15 +157,14 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
 /// [`from_flow_cache`]'s "not here, take the full path" (never a real action).
 const NOT_CACHED: u32 = u32::MAX;
 
-/// Forwards an established TCP packet from this CPU's flow cache, or returns
-/// `Err((NOT_CACHED, 0))` when the entry is absent, stale or due for a refresh.
+/// Forwards an established TCP packet from slot `slot` of this CPU's flow cache, or
+/// returns `Err((NOT_CACHED, 0))` when the entry is absent, stale or due for a refresh.
 #[inline(always)]
-fn from_flow_cache(ctx: &XdpContext, pkt: &Packet) -> Verdict {
+fn from_flow_cache(ctx: &XdpContext, pkt: &Packet, slot: u32) -> Verdict {
     let miss = Err((NOT_CACHED, 0));
     let Some(cfg) = CONFIG.get(0) else {
         return miss;
     };
-    let slot = cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS - 1);
     let Some(e) = FLOW_CACHE.get_ptr_mut(slot) else {
         return miss;
     };
@@ -188,10 +193,9 @@ fn from_flow_cache(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     forward(ctx, pkt, &svc, e.backend, b, e.hash, cfg)
 }
 
-/// Remembers where a TCP flow went, in this CPU's flow cache.
+/// Remembers where a TCP flow went, in slot `slot` of this CPU's flow cache.
 #[inline(always)]
-fn fill_flow_cache(key: &FlowKey, backend: u32, svc: &Service, hash: u32, epoch: u32) {
-    let slot = cache_slot(key) & (FLOW_CACHE_SLOTS - 1);
+fn fill_flow_cache(slot: u32, key: &FlowKey, backend: u32, svc: &Service, hash: u32, epoch: u32) {
     if let Some(e) = FLOW_CACHE.get_ptr_mut(slot) {
         // SAFETY: as in `from_flow_cache`.
         unsafe {
@@ -271,19 +275,14 @@ fn is_vip(key: &FlowKey) -> bool {
 /// [`find_service`] through this CPU's service cache (entries of `epoch` only).
 #[inline(always)]
 fn find_service_cached(key: &FlowKey, epoch: u32) -> Option<Service> {
-    let sk = ServiceKey {
-        addr_be: key.dst_be,
-        port_be: key.dport_be,
-        proto: key.proto,
-        family: key.family,
-    };
+    let sk = service_key(key);
     let e = SERVICE_CACHE.get_ptr_mut(service_slot(&sk) & (SERVICE_CACHE_SLOTS - 1))?;
     // SAFETY: this CPU's slot, valid for the program run; XDP runs with preemption off.
     let e = unsafe { &mut *e };
     if e.epoch == epoch && e.key.same_service(&sk) {
         return Some(e.svc);
     }
-    let svc = find_service(key)?;
+    let svc = find_service(sk)?;
     *e = ServiceCacheEntry {
         key: sk,
         epoch,
@@ -292,14 +291,20 @@ fn find_service_cached(key: &FlowKey, epoch: u32) -> Option<Service> {
     Some(svc)
 }
 
+/// The service key a packet of flow `key` looks up first (its exact port).
 #[inline(always)]
-fn find_service(key: &FlowKey) -> Option<Service> {
-    let mut sk = ServiceKey {
+fn service_key(key: &FlowKey) -> ServiceKey {
+    ServiceKey {
         addr_be: key.dst_be,
         port_be: key.dport_be,
         proto: key.proto,
         family: key.family,
-    };
+    }
+}
+
+/// The service for `sk`, else the VIP's port-0 "all ports" service.
+#[inline(always)]
+fn find_service(mut sk: ServiceKey) -> Option<Service> {
     // SAFETY: the value is copied out at once.
     if let Some(s) = unsafe { SERVICES.get(&sk) } {
         return Some(*s);
@@ -669,7 +674,7 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     if key.dst_be != pkt.key.dst_be {
         return Err(pass(reason::PASS_NOT_VIP));
     }
-    let svc = find_service(&key).ok_or(pass(reason::PASS_NOT_VIP))?;
+    let svc = find_service(service_key(&key)).ok_or(pass(reason::PASS_NOT_VIP))?;
     let cfg = config();
     let (id, b, hash) = match pick(&key, &svc, &cfg, false, false) {
         Ok(v) => v,

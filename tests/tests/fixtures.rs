@@ -2167,17 +2167,9 @@ fn run_frame(dp: &mut Dataplane, f: &Fixture) -> Result<(), String> {
 /// Keeps the calling thread on one CPU: `BPF_PROG_TEST_RUN` runs on the caller's CPU,
 /// and the flow cache is per CPU, so rows that expect a cache hit need the same one.
 fn stay_on_one_cpu() {
-    // SAFETY: plain syscalls on this thread with a zero-initialised cpu_set_t.
-    unsafe {
-        let cpu = libc::sched_getcpu().max(0) as usize;
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
-    }
+    // SAFETY: no preconditions.
+    let cpu = unsafe { libc::sched_getcpu() }.max(0) as usize;
+    lb::pktgen::pin_cpu(cpu).expect("pinning the test thread");
 }
 
 /// A flow served from the flow cache still goes through the connection table on every
