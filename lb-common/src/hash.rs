@@ -70,7 +70,7 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     (h >> 32) as u32 ^ h as u32
 }
 
-/// Slot of `key` in the per-CPU flow cache (mask it with `FLOW_CACHE_SLOTS - 1`).
+/// Set of `key` in the per-CPU flow cache (mask it with the number of sets, minus one).
 /// Cheaper than [`flow_hash`]: the addresses are folded by XOR before one finaliser,
 /// which is plenty to spread a direct-mapped cache.
 #[inline(always)]

@@ -23,6 +23,7 @@
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS,
+    FLOW_CACHE_WAYS,
     Flow, FlowCacheEntry, FlowKey, FragKey, PROTO_TCP, PROTO_UDP, RING_MAX, SERVICE_CACHE_SLOTS,
     Service, ServiceCacheEntry, ServiceKey,
     hash::{cache_slot, flow_hash, service_slot},
@@ -118,14 +119,14 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         return Err(pass(reason::PASS_MALFORMED));
     }
     let cacheable = proto == PROTO_TCP && !pkt.is_frag;
-    // One slot per packet: looked up for established TCP, filled after a miss or SYN.
-    let slot = if cacheable {
-        cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS - 1)
+    // One set per packet: looked up for established TCP, filled after a miss or SYN.
+    let set = if cacheable {
+        (cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS - 1)) * FLOW_CACHE_WAYS
     } else {
         0
     };
     if cacheable && !syn {
-        match from_flow_cache(ctx, &pkt, slot) {
+        match from_flow_cache(ctx, &pkt, set) {
             Err((NOT_CACHED, _)) => {}
             v => return v,
         }
@@ -139,7 +140,7 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         Err(why) => return Ok((xdp_action::XDP_DROP, why)),
     };
     if cacheable {
-        fill_flow_cache(slot, &pkt.key, backend_id, &svc, hash, cfg.epoch);
+        fill_flow_cache(set, &pkt.key, backend_id, &svc, hash, cfg.epoch);
     }
     if pkt.is_frag {
         // First fragment: remember where the rest of the datagram goes.
@@ -157,20 +158,32 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
 /// [`from_flow_cache`]'s "not here, take the full path" (never a real action).
 const NOT_CACHED: u32 = u32::MAX;
 
-/// Forwards an established TCP packet from slot `slot` of this CPU's flow cache, or
-/// returns `Err((NOT_CACHED, 0))` when the entry is absent, stale or due for a refresh.
+/// Forwards an established TCP packet from the flow-cache set whose first slot is
+/// `set` (this CPU's), or returns `Err((NOT_CACHED, 0))` when the flow is in neither
+/// way, is stale, or is due for a refresh.
 #[inline(always)]
-fn from_flow_cache(ctx: &XdpContext, pkt: &Packet, slot: u32) -> Verdict {
+fn from_flow_cache(ctx: &XdpContext, pkt: &Packet, set: u32) -> Verdict {
     let miss = Err((NOT_CACHED, 0));
     let Some(cfg) = CONFIG.get(0) else {
         return miss;
     };
-    let Some(e) = FLOW_CACHE.get_ptr_mut(slot) else {
+    let Some(mut e) = FLOW_CACHE.get_ptr_mut(set) else {
         return miss;
     };
-    // SAFETY: this CPU's slot, valid for the program run; XDP runs with preemption off.
+    // SAFETY: this CPU's slots, valid for the program run; XDP runs with preemption off.
+    if !unsafe { (*e).key.same_flow(&pkt.key) } {
+        let Some(e1) = FLOW_CACHE.get_ptr_mut(set + 1) else {
+            return miss;
+        };
+        // SAFETY: as above.
+        if !unsafe { (*e1).key.same_flow(&pkt.key) } {
+            return miss;
+        }
+        e = e1;
+    }
+    // SAFETY: as above.
     let e = unsafe { &mut *e };
-    if e.epoch != cfg.epoch || !e.key.same_flow(&pkt.key) {
+    if e.epoch != cfg.epoch {
         return miss;
     }
     e.hits = e.hits.wrapping_add(1);
@@ -193,21 +206,34 @@ fn from_flow_cache(ctx: &XdpContext, pkt: &Packet, slot: u32) -> Verdict {
     forward(ctx, pkt, &svc, e.backend, b, e.hash, cfg)
 }
 
-/// Remembers where a TCP flow went, in slot `slot` of this CPU's flow cache.
+/// Remembers where a TCP flow went, in this CPU's flow-cache set whose first slot is
+/// `set`: over the flow's own entry if either way holds it, else in way 0, whose flow
+/// moves to way 1 (the older flow of the set is forgotten).
 #[inline(always)]
-fn fill_flow_cache(slot: u32, key: &FlowKey, backend: u32, svc: &Service, hash: u32, epoch: u32) {
-    if let Some(e) = FLOW_CACHE.get_ptr_mut(slot) {
-        // SAFETY: as in `from_flow_cache`.
-        unsafe {
-            *e = FlowCacheEntry {
-                key: *key,
-                backend,
-                svc_id: svc.id,
-                svc_flags: svc.flags,
-                hash,
-                epoch,
-                hits: 0,
-            };
+fn fill_flow_cache(set: u32, key: &FlowKey, backend: u32, svc: &Service, hash: u32, epoch: u32) {
+    let (Some(e0), Some(e1)) = (FLOW_CACHE.get_ptr_mut(set), FLOW_CACHE.get_ptr_mut(set + 1))
+    else {
+        return;
+    };
+    let entry = FlowCacheEntry {
+        key: *key,
+        backend,
+        svc_id: svc.id,
+        svc_flags: svc.flags,
+        hash,
+        epoch,
+        hits: 0,
+    };
+    // SAFETY: as in `from_flow_cache`.
+    unsafe {
+        if (*e0).key.same_flow(key) {
+            *e0 = entry;
+        } else if (*e1).key.same_flow(key) {
+            *e1 = entry;
+        } else {
+            // Two different slots: a plain `*e1 = *e0` would be a `memmove` call.
+            core::ptr::copy_nonoverlapping(e0, e1, 1);
+            *e0 = entry;
         }
     }
 }

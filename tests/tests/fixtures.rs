@@ -32,7 +32,7 @@ use etherparse::{
 use lb::dataplane::{Dataplane, LoadOptions, Maps, load_object, load_program, sum, test_run};
 use lb_common::{
     BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FAMILY_V6,
-    FLOW_CACHE_REFRESH, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service,
+    FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, FLOW_CACHE_WAYS, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service,
     ServiceKey, hash::flow_hash, reason, ring_index,
 };
 use lb_tests::checksums::verify_checksums;
@@ -491,7 +491,7 @@ fn ipv6(src: [u8; 16], dst: [u8; 16], hop: u8, exts: &[Ext], proto: u8, payload:
     v
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Tcp {
     Syn,
     Ack,
@@ -2207,6 +2207,63 @@ fn flow_cache_refreshes_through_the_connection_table() {
     assert_eq!(
         dp.maps.conntrack.get(&k, 0).map(|f| f.backend).ok(),
         Some(b)
+    );
+}
+
+/// Two flows whose cache sets collide both stay cached (the set has two ways); a third
+/// pushes out the flow filled longest ago, which then goes through the table.
+#[test]
+fn flow_cache_keeps_two_colliding_flows() {
+    lb_tests::require_root();
+    stay_on_one_cpu();
+    let dp = load_world(4096);
+    let (c4, v4) = (Ip::V4(CLIENT4), Ip::V4(VIP4));
+    let set = |port: u16| {
+        lb_common::hash::cache_slot(&key(c4, v4, port, 80, PROTO_TCP))
+            & (FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS - 1)
+    };
+    let first = 61_300;
+    let mut ports = vec![first];
+    ports.extend(
+        (1024..u16::MAX)
+            .filter(|&p| p != first && set(p) == set(first))
+            .take(2),
+    );
+    let [a, b, c] = ports[..] else {
+        panic!("three ports in one cache set: {ports:?}");
+    };
+    let prog = dp.program().expect("xdp_lb loaded");
+    let send = |port: u16, tcp: Tcp| {
+        let (action, _) = test_run(prog, &tcp_frame(c4, v4, port, 80, tcp, 0)).unwrap();
+        assert_eq!(action, XDP_TX, "port {port} {tcp:?} forwarded");
+    };
+    let moved_by = |f: &dyn Fn()| {
+        let before = reasons(&dp.maps.stats_reason);
+        f();
+        let after = reasons(&dp.maps.stats_reason);
+        let d = |i: u32| after[i as usize].packets - before[i as usize].packets;
+        (d(reason::EVENT_FLOW_CACHE_HIT), d(reason::EVENT_CONNTRACK_HIT))
+    };
+    send(a, Tcp::Syn);
+    send(b, Tcp::Syn);
+    let both = moved_by(&|| {
+        for _ in 0..5 {
+            send(a, Tcp::Ack);
+            send(b, Tcp::Ack);
+        }
+    });
+    assert_eq!(both, (10, 0), "(cache hits, table hits) of two colliding flows");
+    send(c, Tcp::Syn);
+    assert_eq!(
+        moved_by(&|| send(a, Tcp::Ack)),
+        (0, 1),
+        "the flow filled first is out"
+    );
+    assert_eq!(moved_by(&|| send(c, Tcp::Ack)), (1, 0), "the newest flow stays");
+    assert_eq!(
+        moved_by(&|| send(b, Tcp::Ack)),
+        (0, 1),
+        "refilling the first pushed out the second"
     );
 }
 
