@@ -32,8 +32,10 @@ pub const MAP_RINGS: &str = "LB_RINGS";
 pub const MAP_CONNTRACK: &str = "LB_CONNTRACK";
 /// First-fragment table: [`FragKey`] -> [`Flow`] (LRU hash).
 pub const MAP_FRAGS: &str = "LB_FRAGS";
-/// Per-CPU flow cache in front of the connection table: slot -> [`FlowCacheEntry`]
-/// (per-CPU array; see [`FlowCacheEntry`]).
+/// Per-CPU flow cache in front of the connection table: `cpu * FLOW_CACHE_SLOTS + slot`
+/// -> [`FlowCacheEntry`] (one plain array, a region per possible CPU: the JIT turns a
+/// lookup into an address computation, where a per-CPU array first loads a per-entry
+/// pointer, a second cache miss per packet with many flows; see [`FlowCacheEntry`]).
 pub const MAP_FLOW_CACHE: &str = "LB_FLOW_CACHE";
 /// Per-CPU service cache in front of [`MAP_SERVICES`]: slot -> [`ServiceCacheEntry`].
 pub const MAP_SERVICE_CACHE: &str = "LB_SERVICE_CACHE";
@@ -69,8 +71,9 @@ pub const CONNTRACK_SIZE: u32 = 1 << 20;
 pub const FRAGS_SIZE: u32 = 8192;
 /// Devmap capacity.
 pub const MAX_TX_PORTS: u32 = 64;
-/// Slots of the per-CPU flow cache (a power of two): [`FLOW_CACHE_WAYS`] per set, so
-/// `FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS` sets (1 MiB per CPU).
+/// Slots of each CPU's region of the flow cache (a power of two): [`FLOW_CACHE_WAYS`]
+/// per set, so `FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS` sets (1 MiB per CPU). The loader
+/// sizes [`MAP_FLOW_CACHE`] to this times the number of possible CPUs.
 pub const FLOW_CACHE_SLOTS: u32 = 16384;
 /// Ways of each flow-cache set: two flows whose slots collide both stay cached (a
 /// direct-mapped cache of the same size left 1k flows about 6% of misses, each one a

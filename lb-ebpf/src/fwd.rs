@@ -11,7 +11,7 @@ use network_types::{
 use crate::{
     TX_PORTS,
     lb::{ETH_LEN, PROTO_ICMP, PROTO_ICMPV6, Packet, Verdict, pass},
-    parse::{csum_replace16, mac_at, ptr_at, set_macs, sum16},
+    parse::{csum_replace16, mac_at, ptr_at, set_macs, sum16, wide},
 };
 
 const IPPROTO_IPIP: u8 = 4;
@@ -85,64 +85,48 @@ pub fn encap(ctx: &XdpContext, pkt: &Packet, b: &Backend, hash: u32, cfg: &Confi
     } else {
         IPPROTO_IPV6
     };
+    // Whole-word stores (`wide`); every word holds wire-order bytes in native order.
     if b.family == FAMILY_V4 {
         // SAFETY: bounds checked.
         unsafe { (*eth).ether_type = 0x0800u16.to_be() };
         let ip = ptr_at::<[u8; 20]>(ctx, ETH_LEN).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         let tot = (pkt.ip_len + Ipv4Hdr::LEN) as u16;
-        let mut src = cfg.encap_src_v4_be.to_ne_bytes();
-        src[2] = (hash >> 8) as u8;
-        src[3] = hash as u8;
-        let dst = b.addr_be[0].to_ne_bytes();
-        let mut h = [
-            0x45,
-            tos,
-            (tot >> 8) as u8,
-            tot as u8,
-            0,
-            0,
-            0,
-            0,
-            64,
-            inner_proto,
-            0,
-            0,
-            src[0],
-            src[1],
-            src[2],
-            src[3],
-            dst[0],
-            dst[1],
-            dst[2],
-            dst[3],
-        ];
-        // SAFETY: `h` is a local 20-byte array.
-        let c = csum_fold(unsafe { sum16(h.as_ptr(), 10) });
-        h[10] = (c >> 8) as u8;
-        h[11] = c as u8;
-        // SAFETY: bounds checked.
-        unsafe { *ip = h };
+        // Version/IHL, TOS, total length | id, flags and offset (0) | TTL, protocol,
+        // checksum | source (the low 16 bits from the flow hash) | destination.
+        let w0 = 0x45 | (u32::from(tos) << 8) | (u32::from(tot.to_be()) << 16);
+        let w2 = 64 | (u32::from(inner_proto) << 8);
+        let src = (cfg.encap_src_v4_be & 0xffff) | (u32::from((hash as u16).to_be()) << 16);
+        let dst = b.addr_be[0];
+        // Summing native words gives the checksum in native order too (RFC 1071,
+        // byte-order independence), so it is stored as it comes out.
+        let c = csum_fold(u64::from(w0) + u64::from(w2) + u64::from(src) + u64::from(dst));
+        let p = ip.cast::<u8>();
+        // SAFETY: 20 bounds-checked bytes.
+        unsafe {
+            wide::store64(p, wide::pair(w0, 0));
+            wide::store64(p.add(8), wide::pair(w2 | (u32::from(c) << 16), src));
+            wide::store32(p.add(16), dst);
+        }
     } else {
         // SAFETY: bounds checked.
         unsafe { (*eth).ether_type = 0x86ddu16.to_be() };
         let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(pass(reason::DROP_ADJUST_FAILED))?;
         let payload = pkt.ip_len as u16;
-        let mut src = cfg.encap_src_v6_be;
-        src[3] = hash.to_be();
-        // SAFETY: bounds checked.
+        // Version, traffic class and a flow label from the hash (RFC 6438) so receivers
+        // spread flows | payload length, next header, hop limit.
+        let vcf = 0x6000_0000 | (u32::from(tos) << 20) | (hash & 0x000f_ffff);
+        let w1 = u32::from(payload.to_be()) | (u32::from(inner_proto) << 16) | (64 << 24);
+        let src = &cfg.encap_src_v6_be;
+        let dst = &b.addr_be;
+        let p = ip.cast::<u8>();
+        // SAFETY: 40 bounds-checked bytes.
         unsafe {
-            // Flow label from the hash (RFC 6438) so receivers spread flows.
-            (*ip).vcf = [
-                0x60 | (tos >> 4),
-                (tos << 4) | ((hash >> 16) as u8 & 0x0f),
-                (hash >> 8) as u8,
-                hash as u8,
-            ];
-            (*ip).payload_len = payload.to_be_bytes();
-            (*ip).next_hdr = inner_proto;
-            (*ip).hop_limit = 64;
-            (*ip).src_addr = words_to_bytes(&src);
-            (*ip).dst_addr = words_to_bytes(&b.addr_be);
+            wide::store64(p, wide::pair(vcf.to_be(), w1));
+            wide::store64(p.add(8), wide::pair(src[0], src[1]));
+            // The source's last word is the flow hash.
+            wide::store64(p.add(16), wide::pair(src[2], hash.to_be()));
+            wide::store64(p.add(24), wide::pair(dst[0], dst[1]));
+            wide::store64(p.add(32), wide::pair(dst[2], dst[3]));
         }
     }
     send(b, reason::TX_ENCAP)

@@ -20,12 +20,15 @@
     reason = "map keys and values go by reference: by value, each 40-byte key is copied onto the 512-byte BPF stack, which then overflows"
 )]
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    programs::XdpContext,
+};
 use lb_common::{
     BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS,
-    FLOW_CACHE_WAYS,
-    Flow, FlowCacheEntry, FlowKey, FragKey, PROTO_TCP, PROTO_UDP, RING_MAX, SERVICE_CACHE_SLOTS,
-    Service, ServiceCacheEntry, ServiceKey,
+    FLOW_CACHE_WAYS, Flow, FlowCacheEntry, FlowKey, FragKey, PROTO_TCP, PROTO_UDP, RING_MAX,
+    SERVICE_CACHE_SLOTS, Service, ServiceCacheEntry, ServiceKey,
     hash::{cache_slot, flow_hash, service_slot},
     reason, ring_index, ring_slot,
 };
@@ -37,7 +40,7 @@ use network_types::{
 use crate::{
     BACKENDS, CONFIG, CONNTRACK, FLOW_CACHE, FRAGS, RINGS, SERVICE_CACHE, SERVICES, STATS_BACKEND,
     STATS_REASON, STATS_SERVICE, count, fwd,
-    parse::{be16, ptr_at, words16},
+    parse::{be16, ptr_at, wide, words16},
 };
 
 pub const ETH_LEN: usize = EthHdr::LEN;
@@ -119,9 +122,14 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         return Err(pass(reason::PASS_MALFORMED));
     }
     let cacheable = proto == PROTO_TCP && !pkt.is_frag;
-    // One set per packet: looked up for established TCP, filled after a miss or SYN.
+    // One set per packet, in this CPU's region: looked up for established TCP, filled
+    // after a miss or SYN.
     let set = if cacheable {
-        (cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS - 1)) * FLOW_CACHE_WAYS
+        // SAFETY: helper without preconditions (the JIT inlines it); XDP runs with
+        // migration off, so the CPU cannot change under the program.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        let set = cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS - 1);
+        cpu.wrapping_mul(FLOW_CACHE_SLOTS) + set * FLOW_CACHE_WAYS
     } else {
         0
     };
@@ -159,8 +167,8 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
 const NOT_CACHED: u32 = u32::MAX;
 
 /// Forwards an established TCP packet from the flow-cache set whose first slot is
-/// `set` (this CPU's), or returns `Err((NOT_CACHED, 0))` when the flow is in neither
-/// way, is stale, or is due for a refresh.
+/// `set` (in this CPU's region), or returns `Err((NOT_CACHED, 0))` when the flow is in
+/// neither way, is stale, or is due for a refresh.
 #[inline(always)]
 fn from_flow_cache(ctx: &XdpContext, pkt: &Packet, set: u32) -> Verdict {
     let miss = Err((NOT_CACHED, 0));
@@ -170,7 +178,8 @@ fn from_flow_cache(ctx: &XdpContext, pkt: &Packet, set: u32) -> Verdict {
     let Some(mut e) = FLOW_CACHE.get_ptr_mut(set) else {
         return miss;
     };
-    // SAFETY: this CPU's slots, valid for the program run; XDP runs with preemption off.
+    // SAFETY: slots of this CPU's region, valid for the program run; no other CPU
+    // touches them, and XDP runs with preemption off.
     if !unsafe { (*e).key.same_flow(&pkt.key) } {
         let Some(e1) = FLOW_CACHE.get_ptr_mut(set + 1) else {
             return miss;
@@ -521,10 +530,17 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
     let frags = be16(ip.frags);
     let more = frags & 0x2000 != 0;
     let offset = frags & 0x1fff;
+    // SAFETY: inside the bounds-checked header.
+    let (src, dst) = unsafe {
+        (
+            wide::load32(ip.src_addr.as_ptr()),
+            wide::load32(ip.dst_addr.as_ptr()),
+        )
+    };
     Ok(Packet {
         key: FlowKey {
-            src_be: [u32::from_ne_bytes(ip.src_addr), 0, 0, 0],
-            dst_be: [u32::from_ne_bytes(ip.dst_addr), 0, 0, 0],
+            src_be: [src, 0, 0, 0],
+            dst_be: [dst, 0, 0, 0],
             sport_be: 0,
             dport_be: 0,
             proto: ip.proto,
@@ -561,9 +577,11 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
     if payload == 0 || ETH_LEN + Ipv6Hdr::LEN + payload > frame {
         return Err(pass(reason::PASS_MALFORMED));
     }
+    // SAFETY: inside the bounds-checked header.
+    let (src_be, dst_be) = unsafe { (words16(&ip.src_addr), words16(&ip.dst_addr)) };
     let mut key = FlowKey {
-        src_be: words16(&ip.src_addr),
-        dst_be: words16(&ip.dst_addr),
+        src_be,
+        dst_be,
         sport_be: 0,
         dport_be: 0,
         proto: ip.next_hdr,
@@ -681,8 +699,11 @@ fn icmp_error(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         let ip = ptr_at::<Ipv6Hdr>(ctx, inner).ok_or(pass(reason::PASS_MALFORMED))?;
         // SAFETY: bounds checked.
         let ip = unsafe { &*ip };
-        key.src_be = words16(&ip.dst_addr);
-        key.dst_be = words16(&ip.src_addr);
+        // SAFETY: inside the bounds-checked header.
+        unsafe {
+            key.src_be = words16(&ip.dst_addr);
+            key.dst_be = words16(&ip.src_addr);
+        }
         // Quoted extension headers are not walked: such an error passes.
         key.proto = ip.next_hdr;
         key.family = FAMILY_V6;

@@ -22,6 +22,9 @@
 // docs) dependencies link std, and the programs are checked as ordinary functions.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Inline assembly for whole-word packet access (`parse::wide`); the BPF build already
+// runs with RUSTC_BOOTSTRAP for `-Z build-std` (see lb-userspace/build.rs).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod decap;
 mod fwd;
@@ -53,7 +56,7 @@ static RINGS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * RING_MAX, 
 static CONNTRACK: LruHashMap<FlowKey, Flow> = LruHashMap::with_max_entries(CONNTRACK_SIZE, 0);
 
 #[map(name = "LB_FLOW_CACHE")]
-static FLOW_CACHE: PerCpuArray<FlowCacheEntry> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+static FLOW_CACHE: Array<FlowCacheEntry> = Array::with_max_entries(FLOW_CACHE_SLOTS, 0);
 
 #[map(name = "LB_SERVICE_CACHE")]
 static SERVICE_CACHE: PerCpuArray<ServiceCacheEntry> =

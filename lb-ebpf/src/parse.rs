@@ -22,39 +22,147 @@ pub fn eth_mut(ctx: &XdpContext) -> Option<*mut EthHdr> {
     ptr_at::<EthHdr>(ctx, 0)
 }
 
-/// Sets both MAC addresses of an Ethernet header from values already in registers.
-/// Written byte by byte on purpose: a plain `(*eth).dst_addr = b.mac` from a map value
-/// (or from the header itself) is a copy LLVM cannot prove disjoint, so it calls
-/// `memmove`, which on BPF is an out-of-line byte loop and a BPF-to-BPF call per MAC.
+/// Loads and stores of whole words at any alignment, in packet or map memory.
+///
+/// LLVM's BPF backend splits every access it cannot prove aligned into single bytes: a
+/// 40-byte IPv6 header became 40 byte stores and as many shifts, and a frame's IP
+/// header usually sits 2 bytes off a 4-byte boundary. The kernel allows unaligned
+/// packet and map-value access wherever the CPU handles it (programs are loaded without
+/// `BPF_F_STRICT_ALIGNMENT`), so on BPF these are one load or store instruction each,
+/// written in inline assembly. On the host (checks, docs) they are unaligned accesses.
+/// Stack memory is the exception: the verifier wants it aligned, so callers pass stack
+/// addresses only at offsets aligned to the access.
+pub mod wide {
+    // `pair`, `mac_at` and `set_macs` put the first bytes in memory in the low bits.
+    const _: () = assert!(cfg!(target_endian = "little"), "bpfel only");
+
+    /// # Safety
+    /// `p .. p + 4` must be readable (bounds-checked packet or map memory).
+    #[inline(always)]
+    pub unsafe fn load32(p: *const u8) -> u32 {
+        #[cfg(target_arch = "bpf")]
+        {
+            let v: u64;
+            // SAFETY: caller guarantees the range; the instruction only reads it.
+            unsafe {
+                core::arch::asm!(
+                    "{v} = *(u32 *)({p} + 0)",
+                    p = in(reg) p,
+                    v = lateout(reg) v,
+                    options(readonly, nostack, preserves_flags)
+                );
+            }
+            v as u32
+        }
+        #[cfg(not(target_arch = "bpf"))]
+        // SAFETY: caller guarantees the range.
+        unsafe {
+            p.cast::<u32>().read_unaligned()
+        }
+    }
+
+    /// # Safety
+    /// `p .. p + 2` must be readable (bounds-checked packet or map memory).
+    #[inline(always)]
+    pub unsafe fn load16(p: *const u8) -> u16 {
+        #[cfg(target_arch = "bpf")]
+        {
+            let v: u64;
+            // SAFETY: caller guarantees the range; the instruction only reads it.
+            unsafe {
+                core::arch::asm!(
+                    "{v} = *(u16 *)({p} + 0)",
+                    p = in(reg) p,
+                    v = lateout(reg) v,
+                    options(readonly, nostack, preserves_flags)
+                );
+            }
+            v as u16
+        }
+        #[cfg(not(target_arch = "bpf"))]
+        // SAFETY: caller guarantees the range.
+        unsafe {
+            p.cast::<u16>().read_unaligned()
+        }
+    }
+
+    /// # Safety
+    /// `p .. p + 8` must be writable (bounds-checked packet memory).
+    #[inline(always)]
+    pub unsafe fn store64(p: *mut u8, v: u64) {
+        #[cfg(target_arch = "bpf")]
+        // SAFETY: caller guarantees the range.
+        unsafe {
+            core::arch::asm!(
+                "*(u64 *)({p} + 0) = {v}",
+                p = in(reg) p,
+                v = in(reg) v,
+                options(nostack, preserves_flags)
+            );
+        }
+        #[cfg(not(target_arch = "bpf"))]
+        // SAFETY: caller guarantees the range.
+        unsafe {
+            p.cast::<u64>().write_unaligned(v)
+        }
+    }
+
+    /// # Safety
+    /// `p .. p + 4` must be writable (bounds-checked packet memory).
+    #[inline(always)]
+    pub unsafe fn store32(p: *mut u8, v: u32) {
+        #[cfg(target_arch = "bpf")]
+        // SAFETY: caller guarantees the range.
+        unsafe {
+            core::arch::asm!(
+                "*(u32 *)({p} + 0) = {v}",
+                p = in(reg) p,
+                v = in(reg) u64::from(v),
+                options(nostack, preserves_flags)
+            );
+        }
+        #[cfg(not(target_arch = "bpf"))]
+        // SAFETY: caller guarantees the range.
+        unsafe {
+            p.cast::<u32>().write_unaligned(v)
+        }
+    }
+
+    /// Two native words as one: `lo`'s bytes first in memory.
+    #[inline(always)]
+    pub fn pair(lo: u32, hi: u32) -> u64 {
+        u64::from(lo) | (u64::from(hi) << 32)
+    }
+}
+
+/// A MAC address as the low 48 bits of a word, its bytes in memory order.
+pub type Mac = u64;
+
+/// Reads a MAC without byte loads (and without the `memmove` a `[u8; 6]` copy between
+/// memory LLVM cannot prove disjoint becomes on BPF).
+///
+/// # Safety
+/// `p` must be valid for reads of 6 bytes: packet or map memory, or a 4-aligned stack
+/// address.
+#[inline(always)]
+pub unsafe fn mac_at(p: *const [u8; 6]) -> Mac {
+    let p = p.cast::<u8>();
+    // SAFETY: caller guarantees `p`.
+    unsafe { u64::from(wide::load32(p)) | (u64::from(wide::load16(p.add(4))) << 32) }
+}
+
+/// Sets both MAC addresses of an Ethernet header: two stores.
 ///
 /// # Safety
 /// `eth` must point to a bounds-checked Ethernet header.
 #[inline(always)]
-#[expect(
-    clippy::manual_memcpy,
-    reason = "copy_from_slice is the memmove call this function exists to avoid"
-)]
-pub unsafe fn set_macs(eth: *mut EthHdr, dst: [u8; 6], src: [u8; 6]) {
-    // SAFETY: caller guarantees `eth`.
+pub unsafe fn set_macs(eth: *mut EthHdr, dst: Mac, src: Mac) {
+    let p = eth.cast::<u8>();
+    // SAFETY: caller guarantees the 14-byte header; these write bytes 0..12.
     unsafe {
-        let d = &raw mut (*eth).dst_addr;
-        let s = &raw mut (*eth).src_addr;
-        for i in 0..6 {
-            (*d)[i] = dst[i];
-            (*s)[i] = src[i];
-        }
+        wide::store64(p, (dst & 0xffff_ffff_ffff) | (src << 48));
+        wide::store32(p.add(8), (src >> 16) as u32);
     }
-}
-
-/// Copies a MAC out of memory LLVM cannot prove disjoint from the packet (a map
-/// value, the packet itself) into a register value, without `memmove`.
-///
-/// # Safety
-/// `p` must be valid for reads of 6 bytes.
-#[inline(always)]
-pub unsafe fn mac_at(p: *const [u8; 6]) -> [u8; 6] {
-    // SAFETY: caller guarantees `p`.
-    unsafe { [(*p)[0], (*p)[1], (*p)[2], (*p)[3], (*p)[4], (*p)[5]] }
 }
 
 /// Reads a big-endian u16 out of a 2-byte field.
@@ -64,14 +172,21 @@ pub fn be16(b: [u8; 2]) -> u16 {
 }
 
 /// An IPv6 address as four native words of wire-order bytes (the map key layout).
+///
+/// # Safety
+/// `p` must be bounds-checked packet memory (or map memory).
 #[inline(always)]
-pub fn words16(b: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
-        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
-    ]
+pub unsafe fn words16(p: *const [u8; 16]) -> [u32; 4] {
+    let p = p.cast::<u8>();
+    // SAFETY: caller guarantees the 16 bytes.
+    unsafe {
+        [
+            wide::load32(p),
+            wide::load32(p.add(4)),
+            wide::load32(p.add(8)),
+            wide::load32(p.add(12)),
+        ]
+    }
 }
 
 /// One's-complement sum of `n` 16-bit words starting at `p` (n bounded by the caller).

@@ -173,8 +173,15 @@ pub fn load_object(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
         .max_services
         .checked_mul(2 * lb_common::RING_MAX)
         .context("max_services too large")?;
+    // The flow cache is one array with a region of FLOW_CACHE_SLOTS per possible CPU.
+    let cpus = aya::util::nr_cpus().map_err(|(path, e)| anyhow::anyhow!("{path}: {e}"))?;
+    let flow_cache = u32::try_from(cpus)
+        .ok()
+        .and_then(|n| n.checked_mul(lb_common::FLOW_CACHE_SLOTS))
+        .context("too many CPUs for the flow cache")?;
     EbpfLoader::new()
         .map_max_entries(MAP_CONNTRACK, opts.conntrack_size)
+        .map_max_entries(lb_common::MAP_FLOW_CACHE, flow_cache)
         .map_max_entries(MAP_SERVICES, opts.max_services * 2)
         .map_max_entries(MAP_RINGS, rings)
         .map_max_entries(MAP_STATS_SERVICE, opts.max_services)

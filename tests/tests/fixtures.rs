@@ -32,8 +32,8 @@ use etherparse::{
 use lb::dataplane::{Dataplane, LoadOptions, Maps, load_object, load_program, sum, test_run};
 use lb_common::{
     BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FAMILY_V6,
-    FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, FLOW_CACHE_WAYS, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service,
-    ServiceKey, hash::flow_hash, reason, ring_index,
+    FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, FLOW_CACHE_WAYS, Flow, FlowKey, PROTO_TCP, PROTO_UDP,
+    SVC_MODE_ENCAP, SVC_MODE_L2, Service, ServiceKey, hash::flow_hash, reason, ring_index,
 };
 use lb_tests::checksums::verify_checksums;
 
@@ -2242,7 +2242,10 @@ fn flow_cache_keeps_two_colliding_flows() {
         f();
         let after = reasons(&dp.maps.stats_reason);
         let d = |i: u32| after[i as usize].packets - before[i as usize].packets;
-        (d(reason::EVENT_FLOW_CACHE_HIT), d(reason::EVENT_CONNTRACK_HIT))
+        (
+            d(reason::EVENT_FLOW_CACHE_HIT),
+            d(reason::EVENT_CONNTRACK_HIT),
+        )
     };
     send(a, Tcp::Syn);
     send(b, Tcp::Syn);
@@ -2252,14 +2255,22 @@ fn flow_cache_keeps_two_colliding_flows() {
             send(b, Tcp::Ack);
         }
     });
-    assert_eq!(both, (10, 0), "(cache hits, table hits) of two colliding flows");
+    assert_eq!(
+        both,
+        (10, 0),
+        "(cache hits, table hits) of two colliding flows"
+    );
     send(c, Tcp::Syn);
     assert_eq!(
         moved_by(&|| send(a, Tcp::Ack)),
         (0, 1),
         "the flow filled first is out"
     );
-    assert_eq!(moved_by(&|| send(c, Tcp::Ack)), (1, 0), "the newest flow stays");
+    assert_eq!(
+        moved_by(&|| send(c, Tcp::Ack)),
+        (1, 0),
+        "the newest flow stays"
+    );
     assert_eq!(
         moved_by(&|| send(b, Tcp::Ack)),
         (0, 1),
