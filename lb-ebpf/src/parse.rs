@@ -36,97 +36,66 @@ pub mod wide {
     // `pair`, `mac_at` and `set_macs` put the first bytes in memory in the low bits.
     const _: () = assert!(cfg!(target_endian = "little"), "bpfel only");
 
-    /// # Safety
-    /// `p .. p + 4` must be readable (bounds-checked packet or map memory).
-    #[inline(always)]
-    pub unsafe fn load32(p: *const u8) -> u32 {
-        #[cfg(target_arch = "bpf")]
-        {
-            let v: u64;
-            // SAFETY: caller guarantees the range; the instruction only reads it.
-            unsafe {
-                core::arch::asm!(
-                    "{v} = *(u32 *)({p} + 0)",
-                    p = in(reg) p,
-                    v = lateout(reg) v,
-                    options(readonly, nostack, preserves_flags)
-                );
+    /// `$name(p)`: one `$bits`-bit load at `p`.
+    macro_rules! load {
+        ($name:ident, $t:ty, $bits:literal) => {
+            /// # Safety
+            /// The bytes at `p` must be readable: bounds-checked packet or map memory.
+            #[inline(always)]
+            pub unsafe fn $name(p: *const u8) -> $t {
+                #[cfg(target_arch = "bpf")]
+                {
+                    let v: u64;
+                    // SAFETY: caller guarantees the range; the instruction only reads.
+                    unsafe {
+                        core::arch::asm!(
+                            concat!("{v} = *(u", $bits, " *)({p} + 0)"),
+                            p = in(reg) p,
+                            v = lateout(reg) v,
+                            options(readonly, nostack, preserves_flags)
+                        );
+                    }
+                    v as $t
+                }
+                #[cfg(not(target_arch = "bpf"))]
+                // SAFETY: caller guarantees the range.
+                unsafe {
+                    p.cast::<$t>().read_unaligned()
+                }
             }
-            v as u32
-        }
-        #[cfg(not(target_arch = "bpf"))]
-        // SAFETY: caller guarantees the range.
-        unsafe {
-            p.cast::<u32>().read_unaligned()
-        }
+        };
     }
 
-    /// # Safety
-    /// `p .. p + 2` must be readable (bounds-checked packet or map memory).
-    #[inline(always)]
-    pub unsafe fn load16(p: *const u8) -> u16 {
-        #[cfg(target_arch = "bpf")]
-        {
-            let v: u64;
-            // SAFETY: caller guarantees the range; the instruction only reads it.
-            unsafe {
-                core::arch::asm!(
-                    "{v} = *(u16 *)({p} + 0)",
-                    p = in(reg) p,
-                    v = lateout(reg) v,
-                    options(readonly, nostack, preserves_flags)
-                );
+    /// `$name(p, v)`: one `$bits`-bit store of `v` at `p`.
+    macro_rules! store {
+        ($name:ident, $t:ty, $bits:literal) => {
+            /// # Safety
+            /// The bytes at `p` must be writable: bounds-checked packet memory.
+            #[inline(always)]
+            pub unsafe fn $name(p: *mut u8, v: $t) {
+                #[cfg(target_arch = "bpf")]
+                // SAFETY: caller guarantees the range.
+                unsafe {
+                    core::arch::asm!(
+                        concat!("*(u", $bits, " *)({p} + 0) = {v}"),
+                        p = in(reg) p,
+                        v = in(reg) v as u64,
+                        options(nostack, preserves_flags)
+                    );
+                }
+                #[cfg(not(target_arch = "bpf"))]
+                // SAFETY: caller guarantees the range.
+                unsafe {
+                    p.cast::<$t>().write_unaligned(v)
+                }
             }
-            v as u16
-        }
-        #[cfg(not(target_arch = "bpf"))]
-        // SAFETY: caller guarantees the range.
-        unsafe {
-            p.cast::<u16>().read_unaligned()
-        }
+        };
     }
 
-    /// # Safety
-    /// `p .. p + 8` must be writable (bounds-checked packet memory).
-    #[inline(always)]
-    pub unsafe fn store64(p: *mut u8, v: u64) {
-        #[cfg(target_arch = "bpf")]
-        // SAFETY: caller guarantees the range.
-        unsafe {
-            core::arch::asm!(
-                "*(u64 *)({p} + 0) = {v}",
-                p = in(reg) p,
-                v = in(reg) v,
-                options(nostack, preserves_flags)
-            );
-        }
-        #[cfg(not(target_arch = "bpf"))]
-        // SAFETY: caller guarantees the range.
-        unsafe {
-            p.cast::<u64>().write_unaligned(v)
-        }
-    }
-
-    /// # Safety
-    /// `p .. p + 4` must be writable (bounds-checked packet memory).
-    #[inline(always)]
-    pub unsafe fn store32(p: *mut u8, v: u32) {
-        #[cfg(target_arch = "bpf")]
-        // SAFETY: caller guarantees the range.
-        unsafe {
-            core::arch::asm!(
-                "*(u32 *)({p} + 0) = {v}",
-                p = in(reg) p,
-                v = in(reg) u64::from(v),
-                options(nostack, preserves_flags)
-            );
-        }
-        #[cfg(not(target_arch = "bpf"))]
-        // SAFETY: caller guarantees the range.
-        unsafe {
-            p.cast::<u32>().write_unaligned(v)
-        }
-    }
+    load!(load16, u16, "16");
+    load!(load32, u32, "32");
+    store!(store32, u32, "32");
+    store!(store64, u64, "64");
 
     /// Two native words as one: `lo`'s bytes first in memory.
     #[inline(always)]

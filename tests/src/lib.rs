@@ -17,7 +17,9 @@
 //! - [`lbnet`]: a ready client / LB / backends topology with real servers and `lb run`
 //! - [`keepalived`]: keepalived as a VRRP peer (configuration and command line)
 //! - [`checksums`]: every checksum of a frame, re-verified with etherparse
+//! - [`addr`]: test addresses in the data plane's map layout
 
+pub mod addr;
 pub mod checksums;
 pub mod keepalived;
 pub mod lbnet;

@@ -31,11 +31,14 @@ use etherparse::{
 };
 use lb::dataplane::{Dataplane, LoadOptions, Maps, load_object, load_program, sum, test_run};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FAMILY_V6,
-    FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS, FLOW_CACHE_WAYS, Flow, FlowKey, PROTO_TCP, PROTO_UDP,
-    SVC_MODE_ENCAP, SVC_MODE_L2, Service, ServiceKey, hash::flow_hash, reason, ring_index,
+    BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FLOW_CACHE_REFRESH,
+    FLOW_CACHE_SLOTS, FLOW_CACHE_WAYS, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP,
+    SVC_MODE_L2, Service, ServiceKey, hash::flow_hash, reason, ring_index,
 };
-use lb_tests::checksums::verify_checksums;
+use lb_tests::{
+    addr::{Ip, words16},
+    checksums::verify_checksums,
+};
 
 // XDP actions (uapi/linux/bpf.h).
 const XDP_ABORTED: u32 = 0;
@@ -86,38 +89,6 @@ const fn v6(hi: u32, lo: u16) -> [u8; 16] {
     let l = lo.to_be_bytes();
     [
         h[0], h[1], h[2], h[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, l[0], l[1],
-    ]
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ip {
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
-
-impl Ip {
-    /// The map layout: wire-order bytes taken as native words, IPv4 in word 0.
-    fn words(self) -> [u32; 4] {
-        match self {
-            Ip::V4(a) => [u32::from_ne_bytes(a), 0, 0, 0],
-            Ip::V6(a) => words16(a),
-        }
-    }
-
-    fn family(self) -> u8 {
-        match self {
-            Ip::V4(_) => FAMILY_V4,
-            Ip::V6(_) => FAMILY_V6,
-        }
-    }
-}
-
-fn words16(a: [u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([a[0], a[1], a[2], a[3]]),
-        u32::from_ne_bytes([a[4], a[5], a[6], a[7]]),
-        u32::from_ne_bytes([a[8], a[9], a[10], a[11]]),
-        u32::from_ne_bytes([a[12], a[13], a[14], a[15]]),
     ]
 }
 

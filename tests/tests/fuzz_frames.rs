@@ -26,10 +26,13 @@ use etherparse::{
 };
 use lb::dataplane::{Dataplane, LoadOptions, sum, test_run};
 use lb_common::{
-    BACKEND_REDIRECT, Backend, Config, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP,
+    BACKEND_REDIRECT, Backend, Config, FAMILY_V4, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP,
     SVC_MODE_L2, Service, ServiceKey, reason, ring_index,
 };
-use lb_tests::checksums::{verify_checksums, walk_ext_headers};
+use lb_tests::{
+    addr::{Ip, words16},
+    checksums::{verify_checksums, walk_ext_headers},
+};
 
 const XDP_ABORTED: u32 = 0;
 const XDP_DROP: u32 = 1;
@@ -58,57 +61,30 @@ const M: u32 = 13;
 
 /// (id, address, flags); MAC `02:be:00:00:00:<id>`.
 #[rustfmt::skip]
-const BACKENDS: &[(u32, Addr, u8)] = &[
-    (1, Addr::V4([10, 0, 0, 11]), 0),
-    (2, Addr::V4([10, 0, 0, 12]), 0),
-    (3, Addr::V6([0xfd, 0, 0, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]), 0),
-    (4, Addr::V6([0xfd, 0, 0, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]), 0),
-    (5, Addr::V4([10, 0, 0, 15]), BACKEND_REDIRECT),
+const BACKENDS: &[(u32, Ip, u8)] = &[
+    (1, Ip::V4([10, 0, 0, 11]), 0),
+    (2, Ip::V4([10, 0, 0, 12]), 0),
+    (3, Ip::V6([0xfd, 0, 0, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3]), 0),
+    (4, Ip::V6([0xfd, 0, 0, 0x0b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4]), 0),
+    (5, Ip::V4([10, 0, 0, 15]), BACKEND_REDIRECT),
 ];
-
-#[derive(Clone, Copy)]
-enum Addr {
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
-
-impl Addr {
-    fn words(self) -> [u32; 4] {
-        match self {
-            Addr::V4(a) => [u32::from_ne_bytes(a), 0, 0, 0],
-            Addr::V6(a) => words16(a),
-        }
-    }
-    fn family(self) -> u8 {
-        match self {
-            Addr::V4(_) => FAMILY_V4,
-            Addr::V6(_) => FAMILY_V6,
-        }
-    }
-}
-
-fn words16(a: [u8; 16]) -> [u32; 4] {
-    std::array::from_fn(|i| {
-        u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
-    })
-}
 
 fn mac_of(id: u32) -> [u8; 6] {
     [0x02, 0xbe, 0, 0, 0, id as u8]
 }
 
 /// (id, vip, proto, port, mode, backends).
-type SvcRow = (u32, Addr, u8, u16, u32, &'static [u32]);
+type SvcRow = (u32, Ip, u8, u16, u32, &'static [u32]);
 
 #[rustfmt::skip]
 const SVCS: &[SvcRow] = &[
-    (0, Addr::V4(VIP4), PROTO_TCP, 80, SVC_MODE_L2, &[1, 2]),
-    (1, Addr::V4(VIP4), PROTO_UDP, 0, SVC_MODE_L2, &[1, 2]),
-    (2, Addr::V4(VIP4), PROTO_TCP, 84, SVC_MODE_L2, &[5]),
-    (3, Addr::V4(VIP4E), PROTO_TCP, 0, SVC_MODE_ENCAP, &[1, 2]),
-    (4, Addr::V4(VIP4E), PROTO_UDP, 0, SVC_MODE_ENCAP, &[3, 4]),
-    (5, Addr::V6(VIP6), PROTO_TCP, 80, SVC_MODE_L2, &[3, 4]),
-    (6, Addr::V6(VIP6), PROTO_UDP, 0, SVC_MODE_ENCAP, &[3, 4]),
+    (0, Ip::V4(VIP4), PROTO_TCP, 80, SVC_MODE_L2, &[1, 2]),
+    (1, Ip::V4(VIP4), PROTO_UDP, 0, SVC_MODE_L2, &[1, 2]),
+    (2, Ip::V4(VIP4), PROTO_TCP, 84, SVC_MODE_L2, &[5]),
+    (3, Ip::V4(VIP4E), PROTO_TCP, 0, SVC_MODE_ENCAP, &[1, 2]),
+    (4, Ip::V4(VIP4E), PROTO_UDP, 0, SVC_MODE_ENCAP, &[3, 4]),
+    (5, Ip::V6(VIP6), PROTO_TCP, 80, SVC_MODE_L2, &[3, 4]),
+    (6, Ip::V6(VIP6), PROTO_UDP, 0, SVC_MODE_ENCAP, &[3, 4]),
 ];
 
 fn seed_world(dp: &mut Dataplane) -> anyhow::Result<()> {
@@ -163,7 +139,7 @@ fn seed_world(dp: &mut Dataplane) -> anyhow::Result<()> {
             )?;
         }
     }
-    for vip in [Addr::V4(VIP4), Addr::V4(VIP4E), Addr::V6(VIP6)] {
+    for vip in [Ip::V4(VIP4), Ip::V4(VIP4E), Ip::V6(VIP6)] {
         let proto = if vip.family() == FAMILY_V4 {
             PROTO_ICMP
         } else {
@@ -226,7 +202,7 @@ fn eth(ty: EtherType, ip: &[u8]) -> Vec<u8> {
 }
 
 /// A transport payload for `proto` with correct checksums.
-fn l4(r: &mut Rng, src: Addr, dst: Addr, proto: u8) -> Vec<u8> {
+fn l4(r: &mut Rng, src: Ip, dst: Ip, proto: u8) -> Vec<u8> {
     let sport = if r.chance(1, 2) {
         40000 + r.u16() % 64
     } else {
@@ -247,8 +223,8 @@ fn l4(r: &mut Rng, src: Addr, dst: Addr, proto: u8) -> Vec<u8> {
             t.fin = r.chance(1, 8);
             t.rst = r.chance(1, 8);
             t.checksum = match (src, dst) {
-                (Addr::V4(s), Addr::V4(d)) => t.calc_checksum_ipv4_raw(s, d, &data).unwrap(),
-                (Addr::V6(s), Addr::V6(d)) => t.calc_checksum_ipv6_raw(s, d, &data).unwrap(),
+                (Ip::V4(s), Ip::V4(d)) => t.calc_checksum_ipv4_raw(s, d, &data).unwrap(),
+                (Ip::V6(s), Ip::V6(d)) => t.calc_checksum_ipv6_raw(s, d, &data).unwrap(),
                 _ => unreachable!(),
             };
             t.to_bytes().to_vec()
@@ -261,8 +237,8 @@ fn l4(r: &mut Rng, src: Addr, dst: Addr, proto: u8) -> Vec<u8> {
                 checksum: 0,
             };
             u.checksum = match (src, dst) {
-                (Addr::V4(s), Addr::V4(d)) => u.calc_checksum_ipv4_raw(s, d, &data).unwrap(),
-                (Addr::V6(s), Addr::V6(d)) => u.calc_checksum_ipv6_raw(s, d, &data).unwrap(),
+                (Ip::V4(s), Ip::V4(d)) => u.calc_checksum_ipv4_raw(s, d, &data).unwrap(),
+                (Ip::V6(s), Ip::V6(d)) => u.calc_checksum_ipv6_raw(s, d, &data).unwrap(),
                 _ => unreachable!(),
             };
             u.to_bytes().to_vec()
@@ -277,7 +253,7 @@ fn l4(r: &mut Rng, src: Addr, dst: Addr, proto: u8) -> Vec<u8> {
                 .to_vec()
         }
         PROTO_ICMPV6 => {
-            let (Addr::V6(s), Addr::V6(d)) = (src, dst) else {
+            let (Ip::V6(s), Ip::V6(d)) = (src, dst) else {
                 unreachable!()
             };
             let echo = IcmpEchoHeader {
@@ -371,7 +347,7 @@ fn valid_frame(r: &mut Rng) -> Vec<u8> {
     let kind = r.below(10);
     if v6 {
         let dst = if r.chance(3, 4) { VIP6 } else { OTHER6 };
-        let (src, dst6) = (Addr::V6(CLIENT6), Addr::V6(dst));
+        let (src, dst6) = (Ip::V6(CLIENT6), Ip::V6(dst));
         let (proto, payload) = match kind {
             0..=3 => (PROTO_TCP, l4(r, src, dst6, PROTO_TCP)),
             4..=6 => (PROTO_UDP, l4(r, src, dst6, PROTO_UDP)),
@@ -403,7 +379,7 @@ fn valid_frame(r: &mut Rng) -> Vec<u8> {
         eth(EtherType::IPV6, &ipv6(r, CLIENT6, dst, proto, &payload))
     } else {
         let dst = [VIP4, VIP4, VIP4E, OTHER4][r.below(4)];
-        let (src, dst4) = (Addr::V4(CLIENT4), Addr::V4(dst));
+        let (src, dst4) = (Ip::V4(CLIENT4), Ip::V4(dst));
         let (proto, payload) = match kind {
             0..=3 => (PROTO_TCP, l4(r, src, dst4, PROTO_TCP)),
             4..=6 => (PROTO_UDP, l4(r, src, dst4, PROTO_UDP)),
@@ -535,7 +511,7 @@ fn check_sent(input: &[u8], out: &[u8], seen: &mut Seen) -> Result<(), String> {
                 && h.source[..2] == ENCAP_SRC4[..2]
                 && BACKENDS
                     .iter()
-                    .any(|b| matches!(b.1, Addr::V4(a) if a == h.destination));
+                    .any(|b| matches!(b.1, Ip::V4(a) if a == h.destination));
             if !ok {
                 return Err(format!("bad outer IPv4 header {h:?}"));
             }
@@ -549,7 +525,7 @@ fn check_sent(input: &[u8], out: &[u8], seen: &mut Seen) -> Result<(), String> {
                 && h.source[..12] == ENCAP_SRC6[..12]
                 && BACKENDS
                     .iter()
-                    .any(|b| matches!(b.1, Addr::V6(a) if a == h.destination));
+                    .any(|b| matches!(b.1, Ip::V6(a) if a == h.destination));
             if !ok {
                 return Err(format!("bad outer IPv6 header {h:?}"));
             }
