@@ -106,6 +106,26 @@ fn wait_ok(traffic: &Traffic, n: u64) {
     }
 }
 
+/// The failed requests of `all`, each checked to have overlapped `[from, to]` (the
+/// window named `what`, opened by a fault at `from`).
+fn failures_inside<'a>(
+    all: &'a [Record],
+    from: Instant,
+    to: Instant,
+    what: &str,
+) -> Vec<&'a Record> {
+    let failed: Vec<&Record> = all.iter().filter(|r| r.outcome.is_err()).collect();
+    for r in &failed {
+        assert!(
+            r.end >= from && r.start <= to,
+            "a request failed outside {what}: {:?} (started {:?} after the fault)",
+            r.outcome,
+            r.start.checked_duration_since(from)
+        );
+    }
+    failed
+}
+
 fn summary(recs: &[Record]) -> String {
     let bad: Vec<String> = recs
         .iter()
@@ -300,15 +320,7 @@ fn active_lb_killed_under_load_traffic_continues_via_lb2() {
     traffic.stop();
     let all = traffic.stats.records();
 
-    let failed: Vec<&Record> = all.iter().filter(|r| r.outcome.is_err()).collect();
-    for r in &failed {
-        assert!(
-            r.end >= t_kill && r.start <= window_end,
-            "a request failed outside the failover window: {:?} (started {:?} after the kill)",
-            r.outcome,
-            r.start.checked_duration_since(t_kill)
-        );
-    }
+    let failed = failures_inside(&all, t_kill, window_end, "the failover window");
     assert!(
         after.iter().all(|r| matches!(r.outcome, Ok(200))),
         "after failover: {}",
@@ -365,13 +377,8 @@ fn web1_killed_health_checks_remove_it_only_requests_to_it_fail() {
     let after = records_after(&traffic, t_down, 150);
     traffic.stop();
     let all = traffic.stats.records();
-    let failed: Vec<&Record> = all.iter().filter(|r| r.outcome.is_err()).collect();
+    let failed = failures_inside(&all, t_kill, t_down, "[kill, marked down]");
     for r in &failed {
-        assert!(
-            r.end >= t_kill && r.start <= t_down,
-            "failed outside [kill, marked down]: {:?}",
-            r.outcome
-        );
         // web1's kernel answered (refused a new connection, reset one in flight):
         // they went to web1, nothing was lost on the way or at web2.
         assert!(
