@@ -35,14 +35,9 @@ impl Controller {
         let path = dir.join(format!("{instance}.toml"));
         std::fs::write(&path, config).context("writing the controller config")?;
         let mut cmd = ns.cmd(lb.to_str().context("path")?);
-        cmd.args([
-            "run",
-            "--config",
-            path.to_str().context("path")?,
-            "--xdp-mode",
-            "drv",
-        ])
-        .env("RUST_LOG", "error");
+        // The attach mode comes from the config (driver mode unless it says "skb").
+        cmd.args(["run", "--config", path.to_str().context("path")?])
+            .env("RUST_LOG", "error");
         let proc = ns.spawn_cmd(&mut cmd)?;
         let mut c = Self {
             proc: Some(proc),

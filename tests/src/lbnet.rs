@@ -40,6 +40,8 @@ pub struct Opts {
     /// A second LB node with VRRP between the two: the VIP is owned by the master
     /// (the client ARPs for it) instead of routed via the single LB.
     pub failover: bool,
+    /// The controller's `xdp_mode`: "drv" (native) or "skb" (generic).
+    pub xdp_mode: &'static str,
 }
 
 impl Default for Opts {
@@ -51,6 +53,7 @@ impl Default for Opts {
             ring_size: 65537,
             service_extra: "health = { kind = \"tcp\", interval_ms = 100, timeout_ms = 80, rise = 2, fall = 2 }".into(),
             failover: false,
+            xdp_mode: "drv",
         }
     }
 }
@@ -286,11 +289,12 @@ impl LbNet {
                 &lb_addr.to_string(),
             ])?;
         }
-        // XDP_TX on a veth only delivers when the peer end runs XDP too.
-        let ports: &[&str] = if opts.failover {
-            &["plb", "plb2"]
-        } else {
-            &["plb"]
+        // XDP_TX on a veth only delivers when the peer end runs XDP too (generic XDP
+        // transmits through the stack and needs no help).
+        let ports: &[&str] = match (opts.xdp_mode, opts.failover) {
+            ("skb", _) => &[],
+            (_, true) => &["plb", "plb2"],
+            (_, false) => &["plb"],
         };
         for port in ports {
             let pin = pins.dir.join(format!("{port}_pass"));
@@ -436,7 +440,8 @@ impl LbNet {
             _ => &self.instance,
         };
         let mut text = format!(
-            "instance = \"{instance}\"\ninterface = \"eth0\"\nhash_seed = 7\nconntrack_size = 65536\n\n{}\n{}\n{}",
+            "instance = \"{instance}\"\ninterface = \"eth0\"\nxdp_mode = \"{}\"\nhash_seed = 7\nconntrack_size = 65536\n\n{}\n{}\n{}",
+            self.opts.xdp_mode,
             svc("name", NAME_PORT),
             svc("echo", ECHO_PORT),
             svc("http", HTTP_PORT)
@@ -554,15 +559,10 @@ fn spawn_controller(ns: &Ns, config: &std::path::Path) -> anyhow::Result<Proc> {
     let log = std::fs::File::create(config.with_extension("log"))
         .context("creating the controller log")?;
     let mut cmd = ns.cmd(lb.to_str().context("path")?);
-    cmd.args([
-        "run",
-        "--config",
-        config.to_str().context("path")?,
-        "--xdp-mode",
-        "drv",
-    ])
-    .env("RUST_LOG", "info,lb=debug,lb_ebpf=debug")
-    .stderr(log);
+    // The attach mode comes from the config (`Opts::xdp_mode`).
+    cmd.args(["run", "--config", config.to_str().context("path")?])
+        .env("RUST_LOG", "info,lb=debug,lb_ebpf=debug")
+        .stderr(log);
     ns.spawn_cmd(&mut cmd)
 }
 

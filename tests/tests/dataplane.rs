@@ -1,5 +1,6 @@
 //! The XDP data plane with real packets: a client opens real TCP connections to the
-//! VIP through the LB namespace (the real `lb run`, the real `xdp_lb` in driver mode)
+//! VIP through the LB namespace (the real `lb run`, the real `xdp_lb` in driver mode,
+//! and once in generic mode)
 //! to backend namespaces running real servers bound to the VIP; replies return
 //! directly (DSR).
 
@@ -13,6 +14,14 @@ fn spread(tag: &str, opts: Opts) {
     lb_tests::require_root();
     let mut net = LbNet::new(tag, opts).unwrap();
     net.start_controller().unwrap();
+    // Attached the way the config asked: `xdpgeneric` for skb mode, `xdp` (driver).
+    let link = net
+        .lb
+        .output(&["ip", "-d", "link", "show", "eth0"])
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    let generic = link.contains("xdpgeneric");
+    assert_eq!(generic, net.opts.xdp_mode == "skb", "{link}");
     let names = net.fetch_names(1000).unwrap();
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for n in names {
@@ -59,6 +68,18 @@ fn l2_dsr_ipv6_1000_connections_spread_evenly() {
         "dsr6",
         Opts {
             v6: true,
+            ..Opts::default()
+        },
+    );
+}
+
+/// The same through generic (skb-mode) XDP, for NICs without a native XDP driver.
+#[test]
+fn l2_dsr_ipv4_generic_xdp_1000_connections_spread_evenly() {
+    spread(
+        "dsrskb",
+        Opts {
+            xdp_mode: "skb",
             ..Opts::default()
         },
     );
