@@ -1,8 +1,7 @@
 //! The XDP data plane with real packets: a client opens real TCP connections to the
 //! VIP through the LB namespace (the real `lb run`, the real `xdp_lb` in driver mode,
-//! and once in generic mode)
-//! to backend namespaces running real servers bound to the VIP; replies return
-//! directly (DSR).
+//! and once in generic mode) to backend namespaces running real servers bound to the
+//! VIP; replies return directly (DSR).
 
 use std::collections::BTreeMap;
 
