@@ -79,6 +79,17 @@ pub fn wrk_run(prefix: &[&str], args: &[&str], url: &str) -> anyhow::Result<(Wrk
     Ok((parse_wrk(&text)?, text))
 }
 
+/// CPU seconds (user + system) of this process's reaped children so far. Around one
+/// [`wrk_run`] (and no other child reaped meanwhile) the difference is wrk's own CPU.
+pub fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN cannot fail with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 /// ", 50 errors (Socket errors: connect 0, read 0, write 0, timeout 50)" for a progress
 /// line, or nothing. wrk counts a request still unanswered after 2 s as a timeout.
 pub fn error_note(w: &Wrk, out: &str) -> String {

@@ -6,7 +6,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -16,7 +16,7 @@ use super::Scenario;
 use crate::{
     ctx::{Check, Ctx, Row, clock_ticks},
     support::{TempDir, wait_port},
-    wrk::{error_note, wrk_run},
+    wrk::{children_cpu_secs, error_note, wrk_run},
 };
 
 pub const SCENARIO: Scenario = Scenario {
@@ -39,6 +39,9 @@ default the last); wrk and the upstream to the other cores.
 first then web-tier, per row. Server CPU per request is the server's own processes'
 user + system time (from `/proc/<pid>/stat`; for nginx the master and its worker) over
 the run, divided by the requests served; the upstream's and wrk's time is not counted.
+The client (wrk) CPU share is wrk's own user + system time over the run, in percent of
+the one core it has here: near 100%, wrk is the bound and the row compares how much
+client work each server's responses cause, not the servers' speed (100 KiB responses).
 Target (from the issue): at least nginx's req/s and at most its p99 on every row.",
     pinned: false,
     run,
@@ -258,22 +261,27 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         }
         let p = pids();
         let before = ticks_of(&p);
+        let (client0, t0) = (children_cpu_secs(), Instant::now());
         let (w, out) = wrk_run(&prefix, &["-t2", "-c50", &dur], &url)?;
+        // wrk's share of its core: near 100%, the client is the bound, not the server.
+        let client = 100.0 * (children_cpu_secs() - client0) / t0.elapsed().as_secs_f64();
         let cpu = us_per_request(ticks_of(&p).saturating_sub(before), w.requests);
         ctx.progress(format!(
-            "{who} {path}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {cpu:.1} us server CPU/request{}",
+            "{who} {path}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {cpu:.1} us server CPU/request, \
+             wrk at {client:.0}% of its core{}",
             w.rps,
             w.p50_ms,
             w.p99_ms,
             error_note(&w, &out)
         ));
-        anyhow::Ok((w, cpu))
+        anyhow::Ok((w, cpu, client))
     };
 
     let mut rows = Vec::new();
     for (label, path) in ROWS {
-        let (n, n_cpu) = measure("nginx", NGINX_PORT, &|| with_children(nginx_pid), path)?;
-        let (w, w_cpu) = measure("web-tier", WEB_PORT, &|| vec![web_pid], path)?;
+        let (n, n_cpu, n_client) =
+            measure("nginx", NGINX_PORT, &|| with_children(nginx_pid), path)?;
+        let (w, w_cpu, w_client) = measure("web-tier", WEB_PORT, &|| vec![web_pid], path)?;
         rows.push(
             Row::new(format!("{label} req/s"), w.rps, "req/s")
                 .vs("nginx", n.rps)
@@ -286,6 +294,14 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                 .target(Check::RatioAtMost(1.0), "<= nginx"),
         );
         rows.push(Row::new(format!("{label} server CPU/request"), w_cpu, "us").vs("nginx", n_cpu));
+        rows.push(
+            Row::new(
+                format!("{label} client (wrk) CPU share"),
+                w_client,
+                "% of a core",
+            )
+            .vs("nginx", n_client),
+        );
         if w.errors + n.errors > 0 {
             rows.push(
                 Row::new(format!("{label} errors"), w.errors as f64, "count")
