@@ -18,11 +18,13 @@
 //! - [`keepalived`]: keepalived as a VRRP peer (configuration and command line)
 //! - [`checksums`]: every checksum of a frame, re-verified with etherparse
 //! - [`addr`]: test addresses in the data plane's map layout
+//! - [`vrrp_lan`]: a client and two VRRP nodes on one bridge, and `lb-vrrp`'s command
 
 pub mod addr;
 pub mod checksums;
 pub mod keepalived;
 pub mod lbnet;
+pub mod vrrp_lan;
 
 use std::{
     path::PathBuf,

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lb_tests::keepalived::Keepalived;
 use lb_tests::lbnet::TempDir;
+use lb_tests::vrrp_lan::{Lan, VrrpNodeConfig, lb_vrrp_command};
 use lb_tests::{Ns, Proc, Topology, bin_path, in_netns, wait_for};
 use serde_json::Value;
 
@@ -76,37 +77,22 @@ impl Lab {
     fn try_new(tag: &str, v6: bool) -> anyhow::Result<Lab> {
         let mut topo = Topology::new(tag)?;
         let dir = TempDir::new(tag)?;
-        let sw = topo.ns("sw")?;
-        topo.bridge(&sw, "br0")?;
-        let client = topo.ns("client")?;
-        topo.plug(&client, "eth0", &sw, "br0", "pc")?;
-        client.addr("eth0", &format!("{SUBNET}.10/24"))?;
-        if v6 {
-            client.addr("eth0", "fd00:201::10/64")?;
-        }
+        let lan = Lan::new(&mut topo, SUBNET, v6.then_some("fd00:201::"))?;
         let mut nodes = Vec::new();
-        for (i, (name, port)) in [("lb1", "p1"), ("lb2", "p2")].into_iter().enumerate() {
-            let ns = topo.ns(name)?;
-            topo.plug(&ns, "eth0", &sw, "br0", port)?;
-            let addr = format!("{SUBNET}.{}", i + 1);
-            ns.addr("eth0", &format!("{addr}/24"))?;
-            if v6 {
-                // No DAD on the link-local either, so adverts can start at once.
-                ns.sysctl("net.ipv6.conf.eth0.accept_dad", "0")?;
-                ns.addr("eth0", &format!("fd00:201::{}/64", i + 1))?;
-            }
-            serve_name(&ns, name)?;
+        for n in lan.nodes {
+            serve_name(&n.ns, n.name)?;
             nodes.push(Node {
-                name,
-                mac: ns.mac("eth0")?,
-                ns,
-                addr,
-                port,
+                name: n.name,
+                mac: n.ns.mac("eth0")?,
+                ns: n.ns,
+                addr: n.addr,
+                port: n.port,
                 proc: None,
-                status: dir.0.join(format!("{name}.json")),
-                log: dir.0.join(format!("{name}.log")),
+                status: dir.0.join(format!("{}.json", n.name)),
+                log: dir.0.join(format!("{}.log", n.name)),
             });
         }
+        let (client, sw) = (lan.client, lan.sw);
         Ok(Lab {
             nodes,
             client,
@@ -124,26 +110,23 @@ impl Lab {
     fn start_with_vips(&mut self, i: usize, priority: u8, vips: &str, extra: &str) {
         let node = &mut self.nodes[i];
         let cfg = self.dir.0.join(format!("{}.toml", node.name));
-        std::fs::write(
-            &cfg,
-            format!(
-                "interface = \"eth0\"\nvrid = {VRID}\npriority = {priority}\n\
-                 advert_interval_ms = {ADVERT_MS}\nvips = {vips}\n{extra}\n"
-            ),
-        )
-        .expect("writing config");
         let _ = std::fs::remove_file(&node.status);
+        let mut cmd = lb_vrrp_command(
+            &node.ns,
+            &bin_path("lb-vrrp"),
+            &cfg,
+            &node.status,
+            &VrrpNodeConfig {
+                vrid: VRID,
+                priority,
+                advert_ms: ADVERT_MS,
+                vips,
+                extra,
+            },
+        )
+        .expect("the lb-vrrp command");
         let log = File::create(&node.log).expect("log file");
-        let mut cmd = node
-            .ns
-            .cmd(bin_path("lb-vrrp").to_str().expect("utf-8 path"));
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("--status-file")
-            .arg(&node.status)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log);
+        cmd.stdout(log.try_clone().expect("log fd")).stderr(log);
         node.proc = Some(node.ns.spawn_cmd(&mut cmd).expect("spawning lb-vrrp"));
     }
 

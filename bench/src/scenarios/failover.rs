@@ -19,7 +19,11 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use lb_tests::{BpfPins, Ns, Proc, Topology, in_netns, keepalived::Keepalived};
+use lb_tests::{
+    BpfPins, Ns, Proc, Topology, in_netns,
+    keepalived::Keepalived,
+    vrrp_lan::{Lan, VrrpNodeConfig, lb_vrrp_command},
+};
 
 use super::Scenario;
 use crate::{
@@ -164,29 +168,23 @@ impl Lab {
     fn new(imp: Impl) -> anyhow::Result<Lab> {
         let mut topo = Topology::new("fo")?;
         let dir = TempDir::new("failover")?;
-        let sw = topo.ns("sw")?;
-        topo.bridge(&sw, "br0")?;
-        let client = topo.ns("client")?;
-        topo.plug(&client, "eth0", &sw, "br0", "pc")?;
-        client.addr("eth0", &format!("{SUBNET}.10/24"))?;
+        let lan = Lan::new(&mut topo, SUBNET, None)?;
         let mut nodes = Vec::new();
         let mut responders = Vec::new();
-        for (i, (name, port)) in [("lb1", "p1"), ("lb2", "p2")].into_iter().enumerate() {
-            let ns = topo.ns(name)?;
-            topo.plug(&ns, "eth0", &sw, "br0", port)?;
-            ns.addr("eth0", &format!("{SUBNET}.{}/24", i + 1))?;
-            responders.push(Responder::start(&ns)?);
+        for n in lan.nodes {
+            responders.push(Responder::start(&n.ns)?);
             // Neighbours resolved before measuring (no ARP for the client in the gap).
-            ns.output(&["ping", "-c", "1", "-W", "1", &format!("{SUBNET}.10")])?;
+            n.ns.output(&["ping", "-c", "1", "-W", "1", &format!("{SUBNET}.10")])?;
             nodes.push(Node {
-                ns,
-                name,
-                port,
+                status: dir.0.join(format!("{}.json", n.name)),
+                log: dir.0.join(format!("{}.log", n.name)),
+                ns: n.ns,
+                name: n.name,
+                port: n.port,
                 proc: None,
-                status: dir.0.join(format!("{name}.json")),
-                log: dir.0.join(format!("{name}.log")),
             });
         }
+        let (client, sw) = (lan.client, lan.sw);
         Ok(Lab {
             nodes,
             client,
@@ -203,14 +201,6 @@ impl Lab {
         let log = File::create(&node.log).context("log file")?;
         let mut cmd = match self.imp {
             Impl::LbVrrp => {
-                let cfg = self.dir.0.join(format!("{}.toml", node.name));
-                std::fs::write(
-                    &cfg,
-                    format!(
-                        "interface = \"eth0\"\nvrid = {VRID}\npriority = {priority}\n\
-                         advert_interval_ms = {advert_ms}\nvips = [\"{VIP}\"]\n"
-                    ),
-                )?;
                 let bin = ctx.lb.with_file_name("lb-vrrp");
                 if !bin.exists() {
                     bail!(
@@ -218,13 +208,19 @@ impl Lab {
                         bin.display()
                     );
                 }
-                let mut cmd = node.ns.cmd(bin.to_str().context("path")?);
-                cmd.arg("--config")
-                    .arg(&cfg)
-                    .arg("--status-file")
-                    .arg(&node.status)
-                    .env("RUST_LOG", "info");
-                cmd
+                lb_vrrp_command(
+                    &node.ns,
+                    &bin,
+                    &self.dir.0.join(format!("{}.toml", node.name)),
+                    &node.status,
+                    &VrrpNodeConfig {
+                        vrid: VRID,
+                        priority,
+                        advert_ms,
+                        vips: &format!("[\"{VIP}\"]"),
+                        extra: "",
+                    },
+                )?
             }
             Impl::Keepalived => Keepalived {
                 name: node.name,
