@@ -89,10 +89,7 @@ impl Drop for Controller {
     fn drop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             // A clean stop detaches and unpins; SIGKILL if it hangs.
-            p.signal(libc::SIGTERM);
-            if p.wait_exit(Duration::from_secs(10)).is_none() {
-                p.stop(libc::SIGKILL);
-            }
+            p.terminate(Duration::from_secs(10));
         }
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lb-{}", self.instance));
         let _ = std::fs::remove_file(self.socket());

@@ -620,20 +620,14 @@ impl Drop for LbNet {
         }
         if let Some(mut c) = self.controller.take() {
             // A clean stop removes the controller's pins; kill -9 if it hangs.
-            c.signal(libc::SIGTERM);
-            if c.wait_exit(Duration::from_secs(5)).is_none() {
-                c.stop(libc::SIGKILL);
-            }
+            c.terminate(Duration::from_secs(5));
         }
         let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lb-{}", self.instance));
         let _ = std::fs::remove_file(self.socket());
         if let Some(s) = self.standby.as_mut()
             && let Some(mut c) = s.controller.take()
         {
-            c.signal(libc::SIGTERM);
-            if c.wait_exit(Duration::from_secs(5)).is_none() {
-                c.stop(libc::SIGKILL);
-            }
+            c.terminate(Duration::from_secs(5));
         }
         if let Some(s) = &self.standby {
             let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/lb-{}", s.instance));

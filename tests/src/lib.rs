@@ -306,6 +306,14 @@ impl Proc {
         None
     }
 
+    /// Graceful stop: SIGTERM, up to `grace` for the exit, then SIGKILL.
+    pub fn terminate(&mut self, grace: Duration) {
+        self.signal(libc::SIGTERM);
+        if self.wait_exit(grace).is_none() {
+            self.stop(libc::SIGKILL);
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

@@ -241,14 +241,9 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for n in &mut self.nodes {
-            // Graceful first so lb-vrrp removes its VIPs, then the Proc drop kills.
-            if let Some(p) = &n.proc {
-                p.signal(libc::SIGTERM);
-            }
-            if let Some(mut p) = n.proc.take()
-                && p.wait_exit(Duration::from_secs(2)).is_none()
-            {
-                p.stop(libc::SIGKILL);
+            // Graceful first so lb-vrrp removes its VIPs.
+            if let Some(mut p) = n.proc.take() {
+                p.terminate(Duration::from_secs(2));
             }
         }
         if std::thread::panicking() {

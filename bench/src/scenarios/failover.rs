@@ -343,13 +343,8 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for n in &mut self.nodes {
-            if let Some(p) = &n.proc {
-                p.signal(libc::SIGTERM);
-            }
-            if let Some(mut p) = n.proc.take()
-                && p.wait_exit(Duration::from_secs(3)).is_none()
-            {
-                p.stop(libc::SIGKILL);
+            if let Some(mut p) = n.proc.take() {
+                p.terminate(Duration::from_secs(3));
             }
         }
     }

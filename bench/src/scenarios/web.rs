@@ -153,10 +153,7 @@ fn start_nginx(ns: &Ns, dir: &Path, name: &str, cpus: &str, body: &str) -> anyho
 
 /// Stops a process gracefully (SIGTERM, bounded wait), then by SIGKILL.
 pub fn stop_proc(mut p: Proc) {
-    p.signal(libc::SIGTERM);
-    if p.wait_exit(Duration::from_secs(5)).is_none() {
-        p.stop(libc::SIGKILL);
-    }
+    p.terminate(Duration::from_secs(5));
 }
 
 fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
