@@ -31,6 +31,34 @@ async fn four_at_once(app: &TestApp, path: &str) -> [StatusCode; 4] {
     [a.0, b.0, c.0, d.0]
 }
 
+/// An app on `server` whose requests time out after 300 ms, with a pool of `max`
+/// connections.
+async fn app_cutting_off(server: &MariaDb, max: u32) -> TestApp {
+    app_on(server, |c, _| {
+        c.request_timeout_ms = 300;
+        c.database.max_connections = max;
+    })
+    .await
+}
+
+/// Write-locks `table` of `database` from a new admin connection, which holds the lock
+/// until [`unlock`].
+async fn lock_table(server: &MariaDb, database: &str, table: &str) -> sqlx::MySqlConnection {
+    let mut admin = server.admin().await.unwrap();
+    sqlx::raw_sql(&format!("USE {database}; LOCK TABLES {table} WRITE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin
+}
+
+async fn unlock(mut admin: sqlx::MySqlConnection) {
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
 fn pool_gauge(metrics: &str, state: &str) -> u32 {
     let key = format!("app_db_pool_connections{{target=\"primary\",state=\"{state}\"}} ");
     metrics
@@ -121,25 +149,14 @@ async fn connections_killed_between_requests_cost_at_most_one_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_cut_off_mid_statement_gives_its_connection_back_in_step() {
     let server = MariaDb::shared();
-    let app = app_on(server, |c, _| {
-        c.request_timeout_ms = 300;
-        c.database.max_connections = 2;
-    })
-    .await;
+    let app = app_cutting_off(server, 2).await;
     app.create("/api/v1/states", json!({"name": "Idaho"})).await;
-    let mut admin = server.admin().await.unwrap();
-    sqlx::raw_sql(&format!("USE {}; LOCK TABLES states WRITE", app.database))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let admin = lock_table(server, &app.database, "states").await;
     // The SELECT is sent, then the handler is dropped while it waits for the answer.
     let (s, _) = app.get("/api/v1/states").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     wait_for_lock_waiter(server, &app.database).await;
-    sqlx::raw_sql("UNLOCK TABLES")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    unlock(admin).await;
     // The abandoned result is read and the connection checked, then it is reused: the
     // pool does not grow, and every answer is the right one.
     let app_ref = &app;
@@ -182,11 +199,7 @@ async fn open_transactions(server: &MariaDb, database: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_cut_off_is_rolled_back_before_its_connection_is_reused() {
     let server = MariaDb::shared();
-    let app = app_on(server, |c, _| {
-        c.request_timeout_ms = 300;
-        c.database.max_connections = 1;
-    })
-    .await;
+    let app = app_cutting_off(server, 1).await;
     let st = app
         .create("/api/v1/states", json!({"name": "Nevada"}))
         .await;
@@ -203,11 +216,7 @@ async fn a_transaction_cut_off_is_rolled_back_before_its_connection_is_reused() 
         .create("/api/v1/amenities", json!({"name": "Wifi"}))
         .await;
     let before = app.counts().await;
-    let mut admin = server.admin().await.unwrap();
-    sqlx::raw_sql(&format!("USE {}; LOCK TABLES places WRITE", app.database))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    let admin = lock_table(server, &app.database, "places").await;
     // With amenity ids a create is a transaction: BEGIN, then the INSERT waits on the
     // lock until the request timeout drops the handler.
     let (s, _) = app
@@ -218,10 +227,7 @@ async fn a_transaction_cut_off_is_rolled_back_before_its_connection_is_reused() 
         .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     wait_for_lock_waiter(server, &app.database).await;
-    sqlx::raw_sql("UNLOCK TABLES")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    unlock(admin).await;
     // The INSERT then runs inside the abandoned transaction; the pool rolls it back
     // before anyone gets the connection (there is only one).
     let (s, v) = app.get("/api/v1/places").await;
