@@ -9,21 +9,26 @@
 //! upper-layer check), and misreads the Fragment header's offset and M bits
 //! (etherparse#150, fixed in 0.20).
 
+use crate::addr::Ip;
 use etherparse::{
     EtherType, Ethernet2Header, Icmpv4Type, Icmpv6Slice, IpNumber, Ipv4HeaderSlice, Ipv6Header,
     TcpHeaderSlice, UdpHeader,
 };
 
-/// The pseudo-header addresses an upper-layer checksum covers.
-#[derive(Clone, Copy)]
-enum Addr {
-    V4([u8; 4]),
-    V6([u8; 16]),
-}
-
 /// One's complement has two zeros: a sender may write either (RFC 1624 section 3).
 fn same_checksum(stored: u16, computed: u16) -> bool {
     stored == computed || (stored | computed == 0xffff && (stored == 0 || computed == 0))
+}
+
+/// `Err` naming the `what` checksum unless `stored` is `computed` (either zero allowed).
+fn check(what: &str, stored: u16, computed: u16) -> Result<(), String> {
+    if same_checksum(stored, computed) {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad {what} checksum {stored:#06x}, want {computed:#06x}"
+        ))
+    }
 }
 
 /// Verifies every checksum of an Ethernet frame with etherparse: IPv4 header, TCP, UDP,
@@ -54,7 +59,7 @@ fn verify_ip(ip: &[u8]) -> Result<(), String> {
             }
             let end = usize::from(h.total_len).min(ip.len());
             let l4 = &ip[h.header_len()..end];
-            verify_l4(Addr::V4(h.source), Addr::V4(h.destination), h.protocol, l4)
+            verify_l4(Ip::V4(h.source), Ip::V4(h.destination), h.protocol, l4)
         }
         Some(6) => {
             let (h, rest) = Ipv6Header::from_slice(ip).map_err(|e| format!("ipv6: {e}"))?;
@@ -65,18 +70,13 @@ fn verify_ip(ip: &[u8]) -> Result<(), String> {
                 return Ok(());
             }
             let l4 = &rest[off..];
-            verify_l4(
-                Addr::V6(h.source),
-                Addr::V6(h.destination),
-                IpNumber(next),
-                l4,
-            )
+            verify_l4(Ip::V6(h.source), Ip::V6(h.destination), IpNumber(next), l4)
         }
         v => Err(format!("IP version {v:?}")),
     }
 }
 
-fn verify_l4(src: Addr, dst: Addr, proto: IpNumber, l4: &[u8]) -> Result<(), String> {
+fn verify_l4(src: Ip, dst: Ip, proto: IpNumber, l4: &[u8]) -> Result<(), String> {
     match (proto, src, dst) {
         (IpNumber::IPV4 | IpNumber::IPV6, _, _) => verify_ip(l4),
         (IpNumber::TCP, _, _) => {
@@ -84,39 +84,27 @@ fn verify_l4(src: Addr, dst: Addr, proto: IpNumber, l4: &[u8]) -> Result<(), Str
             let h = s.to_header();
             let data = &l4[h.header_len()..];
             let c = match (src, dst) {
-                (Addr::V4(a), Addr::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
-                (Addr::V6(a), Addr::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
+                (Ip::V4(a), Ip::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
+                (Ip::V6(a), Ip::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
                 _ => unreachable!("one IP header has addresses of one family"),
             }
             .map_err(|e| format!("tcp: {e}"))?;
-            if !same_checksum(h.checksum, c) {
-                return Err(format!(
-                    "bad TCP checksum {:#06x}, want {c:#06x}",
-                    h.checksum
-                ));
-            }
-            Ok(())
+            check("TCP", h.checksum, c)
         }
         (IpNumber::UDP, _, _) => {
             let (h, data) = UdpHeader::from_slice(l4).map_err(|e| format!("udp: {e}"))?;
-            if h.checksum == 0 && matches!(src, Addr::V4(_)) {
+            if h.checksum == 0 && matches!(src, Ip::V4(_)) {
                 return Ok(()); // "no checksum" (RFC 768); IPv6 has no such value (RFC 8200 8.1)
             }
             let c = match (src, dst) {
-                (Addr::V4(a), Addr::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
-                (Addr::V6(a), Addr::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
+                (Ip::V4(a), Ip::V4(b)) => h.calc_checksum_ipv4_raw(a, b, data),
+                (Ip::V6(a), Ip::V6(b)) => h.calc_checksum_ipv6_raw(a, b, data),
                 _ => unreachable!("one IP header has addresses of one family"),
             }
             .map_err(|e| format!("udp: {e}"))?;
-            if !same_checksum(h.checksum, c) {
-                return Err(format!(
-                    "bad UDP checksum {:#06x}, want {c:#06x}",
-                    h.checksum
-                ));
-            }
-            Ok(())
+            check("UDP", h.checksum, c)
         }
-        (IpNumber::ICMP, Addr::V4(_), _) => {
+        (IpNumber::ICMP, Ip::V4(_), _) => {
             if l4.len() < 8 {
                 return Err("short ICMP".into());
             }
@@ -127,13 +115,9 @@ fn verify_l4(src: Addr, dst: Addr, proto: IpNumber, l4: &[u8]) -> Result<(), Str
                 bytes5to8: [l4[4], l4[5], l4[6], l4[7]],
             }
             .calc_checksum(&l4[8..]);
-            let stored = u16::from_be_bytes([l4[2], l4[3]]);
-            if !same_checksum(stored, c) {
-                return Err(format!("bad ICMP checksum {stored:#06x}, want {c:#06x}"));
-            }
-            Ok(())
+            check("ICMP", u16::from_be_bytes([l4[2], l4[3]]), c)
         }
-        (IpNumber::IPV6_ICMP, Addr::V6(a), Addr::V6(b)) => {
+        (IpNumber::IPV6_ICMP, Ip::V6(a), Ip::V6(b)) => {
             let s = Icmpv6Slice::from_slice(l4).map_err(|e| format!("icmpv6: {e}"))?;
             if !s.is_checksum_valid(a, b) {
                 return Err(format!("bad ICMPv6 checksum {:#06x}", s.checksum()));

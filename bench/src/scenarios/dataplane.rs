@@ -232,9 +232,16 @@ fn flows_label(n: u32) -> String {
 }
 
 /// The floor forwarder's rate at 1k flows (the generator's work per frame does not
-/// depend on the flow count), measured `when` ("before", "after") a block of LB runs.
-fn floor(ctx: &mut Ctx, chain: &Chain, v6: bool, block: &str, when: &str) -> anyhow::Result<f64> {
-    let secs = ctx.pick(3.0, 1.0);
+/// depend on the flow count) over `secs`, measured `when` ("before", "after") a block
+/// of LB runs.
+fn floor(
+    ctx: &Ctx,
+    chain: &Chain,
+    v6: bool,
+    secs: f64,
+    block: &str,
+    when: &str,
+) -> anyhow::Result<f64> {
     let pin = attach_floor(chain)?;
     pktgen(ctx, chain, v6, "ack", 1000, secs, Some(100_000))?;
     let s = pktgen(ctx, chain, v6, "ack", 1000, secs, None)?;
@@ -255,7 +262,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     for mode in ["l2", "encap"] {
         for v6 in [false, true] {
             let block = format!("{mode} {}", fam(v6));
-            let before = floor(ctx, &chain, v6, &block, "before")?;
+            let before = floor(ctx, &chain, v6, secs, &block, "before")?;
             let instance = instance_name();
             let ctl = Controller::start(
                 &chain.lb,
@@ -308,7 +315,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             drop(ctl);
             // The floor again after the block: the baseline is the mean of the two, so
             // drift of this shared machine during the block weighs on both sides.
-            let after = floor(ctx, &chain, v6, &block, "after")?;
+            let after = floor(ctx, &chain, v6, secs, &block, "after")?;
             let base = (before + after) / 2.0;
             rows.push(Row::new(
                 format!("{block} floor (xdp_fwd_floor)"),

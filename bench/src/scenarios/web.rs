@@ -151,11 +151,6 @@ fn start_nginx(ns: &Ns, dir: &Path, name: &str, cpus: &str, body: &str) -> anyho
     ])
 }
 
-/// Stops a process gracefully (SIGTERM, bounded wait), then by SIGKILL.
-pub fn stop_proc(mut p: Proc) {
-    p.terminate(Duration::from_secs(5));
-}
-
 fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let secs = ctx.pick(10, 3);
     let (server_cpu, other_cpus) = cpu_sets(ctx);
@@ -317,8 +312,8 @@ struct ProcGuard(Option<Proc>);
 
 impl Drop for ProcGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            stop_proc(p);
+        if let Some(mut p) = self.0.take() {
+            p.terminate(Duration::from_secs(5));
         }
     }
 }
