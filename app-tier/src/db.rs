@@ -200,18 +200,22 @@ impl Db {
         }
     }
 
+    /// The primary, then the replicas.
+    fn targets(&self) -> impl Iterator<Item = &Target> {
+        std::iter::once(&self.primary).chain(&self.replicas)
+    }
+
     /// A request failed for want of a database: every pool tests its idle connections
     /// before their next use (see [`Pool::suspect_idle`]).
     pub fn suspect_idle_connections(&self) {
-        for t in std::iter::once(&self.primary).chain(&self.replicas) {
+        for t in self.targets() {
             t.conns.suspect_idle();
         }
     }
 
     /// Occupancy of every pool, for `/metrics`.
     pub fn pool_samples(&self) -> Vec<PoolSample> {
-        std::iter::once(&self.primary)
-            .chain(&self.replicas)
+        self.targets()
             .map(|t| PoolSample {
                 target: t.name.clone(),
                 size: t.conns.size(),
@@ -223,7 +227,7 @@ impl Db {
 
     /// Closes every pool (waits for connections in use to come back).
     pub async fn close(&self) {
-        for t in std::iter::once(&self.primary).chain(&self.replicas) {
+        for t in self.targets() {
             t.conns.close().await;
             t.pool.close().await;
         }

@@ -241,7 +241,7 @@ impl Shared {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        self.ms_of(Instant::now())
     }
 
     fn ms_of(&self, t: Instant) -> u64 {
@@ -283,19 +283,21 @@ impl Shared {
             n += 1;
         }
         for i in idle.drain(..n) {
-            self.size.fetch_sub(1, Ordering::AcqRel);
-            spawn_or_drop(async move {
-                let _ = i.conn.close().await;
-            });
+            self.retire(i.conn);
         }
+    }
+
+    /// Uncounts a healthy connection and closes it politely in the background.
+    fn retire(&self, conn: MySqlConnection) {
+        self.size.fetch_sub(1, Ordering::AcqRel);
+        spawn_or_drop(async move {
+            let _ = conn.close().await;
+        });
     }
 
     fn release(&self, conn: MySqlConnection, handed_out: Instant) {
         if self.closed.load(Ordering::Acquire) {
-            self.size.fetch_sub(1, Ordering::AcqRel);
-            spawn_or_drop(async move {
-                let _ = conn.close().await;
-            });
+            self.retire(conn);
             return;
         }
         let mut idle = self.lock_idle();

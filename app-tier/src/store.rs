@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
-use sqlx::mysql::MySqlArguments;
+use sqlx::mysql::{MySqlArguments, MySqlRow};
 use sqlx::query::Query;
 use sqlx::{MySql, MySqlConnection, Row};
 
@@ -191,6 +191,15 @@ pub async fn list(
         cq = cq.bind(id);
     }
     let total = cq.fetch_one(&mut *conn).await?;
+    page_of(kind, rows, total)
+}
+
+/// A page as the list functions return it: the rows as records, and the total.
+fn page_of(
+    kind: &'static Kind,
+    rows: Vec<MySqlRow>,
+    total: i64,
+) -> Result<(Vec<Record>, u64), ApiError> {
     let items = rows
         .into_iter()
         .map(|r| Record::from_row(kind, r))
@@ -327,11 +336,7 @@ pub async fn place_amenities(
         .bind(place_id)
         .fetch_one(&mut *conn)
         .await?;
-    let items = rows
-        .into_iter()
-        .map(|r| Record::from_row(kind, r))
-        .collect::<Result<_, _>>()?;
-    Ok((items, u64::try_from(total).unwrap_or(0)))
+    page_of(kind, rows, total)
 }
 
 /// Whether a place-amenity link exists (locking it for the transaction).
@@ -451,11 +456,7 @@ pub async fn search_places(
         .fetch_one(&mut *conn)
         .await?
         .try_get(0)?;
-    let items = rows
-        .into_iter()
-        .map(|r| Record::from_row(&PLACES, r))
-        .collect::<Result<_, _>>()?;
-    Ok((items, u64::try_from(total).unwrap_or(0)))
+    page_of(&PLACES, rows, total)
 }
 
 #[cfg(test)]

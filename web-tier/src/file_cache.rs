@@ -168,6 +168,13 @@ struct Inner {
     ring: VecDeque<(Key, Weak<CachedFile>)>,
 }
 
+impl Inner {
+    /// Whether `key` still maps to `entry` (not to a newer entry, nor to nothing).
+    fn holds(&self, key: &Key, entry: &Arc<CachedFile>) -> bool {
+        self.map.get(key).is_some_and(|e| Arc::ptr_eq(e, entry))
+    }
+}
+
 impl FileCache {
     /// A cache of at most `max_size` bytes holding files of at most `max_file_size`
     /// bytes; `max_size` 0 disables it.
@@ -218,7 +225,7 @@ impl FileCache {
     /// Drops `key` if it still maps to `stale` (a newer entry may have replaced it).
     pub fn remove(&self, key: &Key, stale: &Arc<CachedFile>) {
         let mut inner = self.lock();
-        if inner.map.get(key).is_some_and(|e| Arc::ptr_eq(e, stale)) {
+        if inner.holds(key, stale) {
             let cost = stale.cost();
             inner.map.remove(key);
             inner.used -= cost;
@@ -229,8 +236,7 @@ impl FileCache {
     /// the bound allows; either way the caller keeps `gz` for its own response.
     pub fn attach_gzip(&self, key: &Key, entry: &Arc<CachedFile>, gz: &Bytes) {
         let mut inner = self.lock();
-        if entry.gzip.get().is_some() || !inner.map.get(key).is_some_and(|e| Arc::ptr_eq(e, entry))
-        {
+        if entry.gzip.get().is_some() || !inner.holds(key, entry) {
             return;
         }
         let extra = gz.len() as u64;
@@ -241,7 +247,7 @@ impl FileCache {
         // take it, after everything else; then there is nothing to attach to).
         entry.referenced.store(true, Ordering::Relaxed);
         self.make_room(&mut inner, extra);
-        if inner.map.get(key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+        if inner.holds(key, entry) {
             let _ = entry.gzip.set(gz.clone());
             inner.used += extra;
         }
