@@ -178,10 +178,20 @@ impl Record {
     /// as a prepared statement comes back without column names (MariaDB sends none
     /// when preparing it).
     pub fn from_row(kind: &Kind, row: MySqlRow) -> Result<Record, sqlx::Error> {
+        Record::from_row_and(kind, row, 0)
+    }
+
+    /// [`Record::from_row`] for a row that carries `trailing` more columns after the
+    /// record's (a list's total), which the record ignores.
+    pub fn from_row_and(
+        kind: &Kind,
+        row: MySqlRow,
+        trailing: usize,
+    ) -> Result<Record, sqlx::Error> {
         let layout = Layout::get(kind);
-        if row.len() != layout.columns.len() {
+        if row.len() != layout.columns.len() + trailing {
             return Err(sqlx::Error::ColumnIndexOutOfBounds {
-                index: layout.columns.len(),
+                index: layout.columns.len() + trailing,
                 len: row.len(),
             });
         }

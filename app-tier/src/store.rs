@@ -95,7 +95,9 @@ pub async fn get(
 }
 
 /// The SELECT of one page of `kind` (rows matching `filter`, which names the table `t`),
-/// oldest first; binds: the filter's, then LIMIT and OFFSET.
+/// oldest first, each row followed by the total matching (`total`, a scalar subquery
+/// run once per statement): one round trip and one snapshot for a page and its count.
+/// Binds: the total's, the filter's, then LIMIT and OFFSET.
 ///
 /// Without a filter the statement names the `(created_at, id)` index of migration 0002
 /// (`ix_<table>_created`): MariaDB 10.11 otherwise prices that index walk above
@@ -104,14 +106,14 @@ pub async fn get(
 /// a derived-table rewrite once it runs as a re-executed prepared statement. With a
 /// filter the optimizer's choice stands: the foreign-key index finds the few children
 /// and sorting them is cheap, where walking the creation index could read every row.
-fn page_sql(kind: &Kind, filter: &str) -> String {
+fn page_sql(kind: &Kind, filter: &str, total: &str) -> String {
     let rows = if filter.is_empty() {
         format!("FORCE INDEX (ix_{}_created)", kind.table)
     } else {
         filter.to_owned()
     };
     format!(
-        "SELECT {} FROM {} t {rows} ORDER BY t.created_at, t.id LIMIT ? OFFSET ?",
+        "SELECT {}, ({total}) FROM {} t {rows} ORDER BY t.created_at, t.id LIMIT ? OFFSET ?",
         columns(kind, "t"),
         kind.table
     )
@@ -124,17 +126,29 @@ struct Statements {
     get: String,
     /// A page of all rows, and of the children of one parent.
     page: (String, Option<String>),
-    /// The count of all rows, and of the children of one parent.
+    /// The count of all rows, and of the children of one parent: alone, for a page
+    /// past the end, which has no row to carry it.
     count: (String, Option<String>),
 }
 
 impl Statements {
     fn of(kind: &Kind) -> Statements {
-        let child = kind
-            .parent
-            .as_ref()
-            .map(|p| format!("WHERE t.{} = ?", p.column));
-        let count = |filter: &str| format!("SELECT COUNT(*) FROM {} t {filter}", kind.table);
+        // The count of all rows is the sum of the table's shards in `row_counts`
+        // (migration 0003), kept by triggers: O(1) where COUNT(*) reads every row.
+        // Children are counted on their parent's foreign-key index.
+        let all = format!(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM row_counts WHERE tbl = '{}'",
+            kind.table
+        );
+        let children = kind.parent.as_ref().map(|p| {
+            (
+                format!("WHERE t.{} = ?", p.column),
+                format!(
+                    "SELECT COUNT(*) FROM {} c WHERE c.{} = ?",
+                    kind.table, p.column
+                ),
+            )
+        });
         Statements {
             table: kind.table,
             get: format!(
@@ -143,10 +157,12 @@ impl Statements {
                 kind.table
             ),
             page: (
-                page_sql(kind, ""),
-                child.as_deref().map(|f| page_sql(kind, f)),
+                page_sql(kind, "", &all),
+                children
+                    .as_ref()
+                    .map(|(filter, count)| page_sql(kind, filter, count)),
             ),
-            count: (count(""), child.as_deref().map(count)),
+            count: (all, children.map(|(_, count)| count)),
         }
     }
 }
@@ -179,30 +195,38 @@ pub async fn list(
     };
     let mut q = sqlx::query(sql);
     if let Some(id) = parent_id {
-        q = q.bind(id);
+        q = q.bind(id).bind(id);
     }
     let rows = q
         .bind(page.per_page)
         .bind(page.offset())
         .fetch_all(&mut *conn)
         .await?;
-    let mut cq = sqlx::query_scalar::<_, i64>(count_sql);
-    if let Some(id) = parent_id {
-        cq = cq.bind(id);
-    }
-    let total = cq.fetch_one(&mut *conn).await?;
-    page_of(kind, rows, total)
+    let total = match rows.first() {
+        Some(row) => row.try_get(row.len() - 1)?,
+        None if page.offset() == 0 => 0,
+        None => {
+            let mut cq = sqlx::query_scalar::<_, i64>(count_sql);
+            if let Some(id) = parent_id {
+                cq = cq.bind(id);
+            }
+            cq.fetch_one(&mut *conn).await?
+        }
+    };
+    page_of(kind, rows, 1, total)
 }
 
-/// A page as the list functions return it: the rows as records, and the total.
+/// A page as the list functions return it: the rows as records (each row followed by
+/// `trailing` columns the record ignores), and the total.
 fn page_of(
     kind: &'static Kind,
     rows: Vec<MySqlRow>,
+    trailing: usize,
     total: i64,
 ) -> Result<(Vec<Record>, u64), ApiError> {
     let items = rows
         .into_iter()
-        .map(|r| Record::from_row(kind, r))
+        .map(|r| Record::from_row_and(kind, r, trailing))
         .collect::<Result<_, _>>()?;
     Ok((items, u64::try_from(total).unwrap_or(0)))
 }
@@ -303,12 +327,19 @@ pub async fn delete(
         > 0)
 }
 
-/// Row counts per kind, keyed by table name.
+/// Row counts per kind, keyed by table name: the shards of `row_counts` summed, one
+/// statement whatever the size of the tables.
 pub async fn stats(conn: &mut MySqlConnection) -> Result<Map<String, Value>, ApiError> {
+    let counts: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tbl, CAST(SUM(n) AS SIGNED) FROM row_counts GROUP BY tbl")
+            .fetch_all(&mut *conn)
+            .await?;
     let mut out = Map::new();
     for kind in crate::model::ALL {
-        let sql = format!("SELECT COUNT(*) FROM {}", kind.table);
-        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&mut *conn).await?;
+        let n = counts
+            .iter()
+            .find(|(t, _)| t == kind.table)
+            .map_or(0, |(_, n)| *n);
         out.insert(kind.table.into(), json!(n));
     }
     Ok(out)
@@ -336,7 +367,7 @@ pub async fn place_amenities(
         .bind(place_id)
         .fetch_one(&mut *conn)
         .await?;
-    page_of(kind, rows, total)
+    page_of(kind, rows, 0, total)
 }
 
 /// Whether a place-amenity link exists (locking it for the transaction).
@@ -456,7 +487,7 @@ pub async fn search_places(
         .fetch_one(&mut *conn)
         .await?
         .try_get(0)?;
-    page_of(&PLACES, rows, total)
+    page_of(&PLACES, rows, 0, total)
 }
 
 #[cfg(test)]
@@ -485,9 +516,24 @@ mod tests {
 
     #[test]
     fn only_unfiltered_pages_name_the_creation_index() {
-        let all = page_sql(&PLACES, "");
+        let all = page_sql(&PLACES, "", "SELECT 1");
         assert!(all.contains("FROM places t FORCE INDEX (ix_places_created) ORDER BY t.created_at, t.id LIMIT ? OFFSET ?"), "{all}");
-        let some = page_sql(&PLACES, "WHERE t.city_id = ?");
+        let some = page_sql(&PLACES, "WHERE t.city_id = ?", "SELECT 1");
         assert!(!some.contains("FORCE"), "{some}");
+    }
+
+    #[test]
+    fn pages_carry_their_total_as_the_last_column() {
+        let st = Statements::of(&PLACES);
+        assert!(
+            st.page.0.contains(", (SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM row_counts WHERE tbl = 'places') FROM places t"),
+            "{}",
+            st.page.0
+        );
+        let children = st.page.1.expect("places have a parent");
+        assert!(
+            children.contains(", (SELECT COUNT(*) FROM places c WHERE c.city_id = ?) FROM places t WHERE t.city_id = ?"),
+            "{children}"
+        );
     }
 }

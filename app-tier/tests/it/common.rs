@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 /// An application instance on its own, migrated database.
+#[derive(Clone)]
 pub struct TestApp {
     pub state: AppState,
     pub router: axum::Router,

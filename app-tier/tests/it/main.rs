@@ -5,6 +5,7 @@
 mod bad_inputs;
 mod cli;
 mod common;
+mod counts;
 mod crud;
 mod page_metrics;
 mod pool;

@@ -37,7 +37,8 @@ with its defaults (tokio's N worker threads, a pool of up to 10 connections). Ac
 logs off on both (`RUST_LOG=warn`; Gunicorn logs no access by default).
 `wrk -t2 -c32 --latency` runs 10 s (3 s under `--quick`) after a 1 s warm-up against:
 **list** `GET /api/v1/places?page=1&per_page=20` (20 places along the `(created_at, id)`
-index, which the statement names, and a `COUNT(*)`), **get** `GET /api/v1/places/<id>`,
+index, which the statement names, each row carrying the total: the sum of the
+trigger-kept `row_counts` shards, migration 0003), **get** `GET /api/v1/places/<id>`,
 **create** `POST /api/v1/cities/<id>/places` (a Lua script, a unique name per request;
 Gunicorn runs a transaction with two existence checks, the insert and a read-back,
 app-tier one `INSERT ... RETURNING` whose foreign keys do the checks). Gunicorn's sync workers close the connection after every response

@@ -1,0 +1,236 @@
+//! The trigger-kept row counts (migration 0003) that lists' totals and `/stats` read:
+//! after creates, direct deletes, cascading deletes, concurrent writers and a migration
+//! over existing rows, they equal COUNT(*) of every table.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::common::{TestApp, config_for, shared_app};
+use app_tier::AppState;
+use app_tier::migrate::MIGRATOR;
+use app_tier::model;
+use app_tier::testing::MariaDb;
+
+/// `/stats` and every unfiltered list's `X-Total-Count` equal the tables' COUNT(*).
+async fn assert_exact(app: &TestApp, step: &str) {
+    let truth = app.counts().await;
+    let (s, stats) = app.get("/api/v1/stats").await;
+    assert_eq!(s, StatusCode::OK, "{step}: {stats}");
+    for kind in model::ALL {
+        let n = truth[kind.table];
+        assert_eq!(stats[kind.table], n, "{step}: /stats {}", kind.table);
+        let r = app
+            .raw(
+                "GET",
+                &format!("/api/v1/{}?per_page=1", kind.table),
+                vec![],
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{step}: {}", r.text());
+        assert_eq!(
+            r.headers["x-total-count"],
+            n.to_string().as_str(),
+            "{step}: list of {}",
+            kind.table
+        );
+    }
+}
+
+#[tokio::test]
+async fn totals_follow_creates_and_cascading_deletes() {
+    let app = shared_app().await;
+    assert_exact(&app, "empty").await;
+    let st = |n: &'static str| json!({ "name": n });
+    let (s1, s2) = (
+        app.create("/api/v1/states", st("S1")).await,
+        app.create("/api/v1/states", st("S2")).await,
+    );
+    let c1 = app
+        .create(&format!("/api/v1/states/{s1}/cities"), st("C1"))
+        .await;
+    let c2 = app
+        .create(&format!("/api/v1/states/{s1}/cities"), st("C2"))
+        .await;
+    let c3 = app
+        .create(&format!("/api/v1/states/{s2}/cities"), st("C3"))
+        .await;
+    let user = |e: &str| json!({ "email": e, "password": "p" });
+    let u1 = app.create("/api/v1/users", user("u1@x.y")).await;
+    let u2 = app.create("/api/v1/users", user("u2@x.y")).await;
+    let wifi = app.create("/api/v1/amenities", st("Wifi")).await;
+    let place = |city: &str, owner: &str, name: &str| {
+        (
+            format!("/api/v1/cities/{city}/places"),
+            json!({ "user_id": owner, "name": name, "amenity_ids": [wifi] }),
+        )
+    };
+    let mut places = Vec::new();
+    for (city, owner, name) in [
+        (&c1, &u1, "P1"),
+        (&c2, &u2, "P2"),
+        (&c3, &u1, "P3"),
+        (&c3, &u2, "P4"),
+    ] {
+        let (path, body) = place(city, owner, name);
+        places.push(app.create(&path, body).await);
+    }
+    let review = |place: &str, by: &str| {
+        (
+            format!("/api/v1/places/{place}/reviews"),
+            json!({ "user_id": by, "text": "ok" }),
+        )
+    };
+    // u1 reviews their own P1 too: deleting u1 must count that review once.
+    let mut own = String::new();
+    for (i, by) in [(0, &u2), (1, &u1), (2, &u1), (3, &u1), (0, &u1)] {
+        let (path, body) = review(&places[i], by);
+        own = app.create(&path, body).await;
+    }
+    assert_exact(&app, "created").await;
+
+    let steps = [
+        // A leaf.
+        format!("/api/v1/reviews/{own}"),
+        // A place and its review.
+        format!("/api/v1/places/{}", places[1]),
+        // A user: their places P1 and P3 with every review of those, and the review of
+        // P4 they wrote.
+        format!("/api/v1/users/{u1}"),
+        // A city and its place P4.
+        format!("/api/v1/cities/{c3}"),
+        // A state and its two cities (their places are gone already).
+        format!("/api/v1/states/{s1}"),
+        format!("/api/v1/amenities/{wifi}"),
+        format!("/api/v1/states/{s2}"),
+        format!("/api/v1/users/{u2}"),
+    ];
+    for path in steps {
+        assert_eq!(app.delete(&path).await.0, StatusCode::OK, "DELETE {path}");
+        assert_exact(&app, &format!("after DELETE {path}")).await;
+    }
+    let left = app.counts().await;
+    assert!(left.values().all(|n| *n == 0), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_state_takes_its_cities_places_and_reviews_in_one_delete() {
+    let app = shared_app().await;
+    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
+    let u = app
+        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
+        .await;
+    for c in 0..3 {
+        let city = app
+            .create(
+                &format!("/api/v1/states/{s}/cities"),
+                json!({ "name": format!("C{c}") }),
+            )
+            .await;
+        for p in 0..2 {
+            let place = app
+                .create(
+                    &format!("/api/v1/cities/{city}/places"),
+                    json!({ "user_id": u, "name": format!("P{p}") }),
+                )
+                .await;
+            app.create(
+                &format!("/api/v1/places/{place}/reviews"),
+                json!({ "user_id": u, "text": "t" }),
+            )
+            .await;
+        }
+    }
+    assert_exact(&app, "created").await;
+    assert_eq!(
+        app.delete(&format!("/api/v1/states/{s}")).await.0,
+        StatusCode::OK
+    );
+    assert_exact(&app, "state deleted").await;
+    assert_eq!(app.counts().await["places"], 0);
+}
+
+#[tokio::test]
+async fn concurrent_creates_and_deletes_keep_exact_totals() {
+    let app = shared_app().await;
+    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
+    let city = app
+        .create(&format!("/api/v1/states/{s}/cities"), json!({"name": "C"}))
+        .await;
+    let u = app
+        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
+        .await;
+    // 8 writers at once over the pool's connections (so over several shards): each
+    // creates 25 places and deletes every fifth one it created.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (app, city, u) = (app.clone(), city.clone(), u.clone());
+        writers.spawn(async move {
+            for i in 0..25 {
+                let id = app
+                    .create(
+                        &format!("/api/v1/cities/{city}/places"),
+                        json!({ "user_id": u, "name": format!("w{w}-{i}") }),
+                    )
+                    .await;
+                if i % 5 == 0 {
+                    let (s, v) = app.delete(&format!("/api/v1/places/{id}")).await;
+                    assert_eq!(s, StatusCode::OK, "{v}");
+                }
+            }
+        });
+    }
+    writers.join_all().await;
+    assert_eq!(app.counts().await["places"], 8 * 20);
+    assert_exact(&app, "after the writers").await;
+    let shards: i64 = sqlx::query_scalar(
+        "SELECT COUNT(DISTINCT shard) FROM row_counts WHERE tbl = 'places' AND n <> 0",
+    )
+    .fetch_one(app.state.db.primary())
+    .await
+    .unwrap();
+    assert!(
+        shards > 1,
+        "writers on several connections use several shards"
+    );
+}
+
+#[tokio::test]
+async fn the_migration_counts_rows_that_were_there_before_it() {
+    let server = MariaDb::shared();
+    let database = server.create_database().await.unwrap();
+    let config = config_for(server, &database);
+    let state = AppState::new(&config).unwrap();
+    let before_counts = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            MIGRATOR.iter().filter(|m| m.version < 3).cloned().collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    before_counts.run(state.db.primary()).await.unwrap();
+    for sql in [
+        "INSERT INTO states (id, name) VALUES ('s1', 'A'), ('s2', 'B')",
+        "INSERT INTO cities (id, state_id, name) VALUES ('c1', 's1', 'C')",
+        "INSERT INTO amenities (id, name) VALUES ('a1', 'Wifi'), ('a2', 'Pool'), ('a3', 'Gym')",
+    ] {
+        sqlx::query(sql).execute(state.db.primary()).await.unwrap();
+    }
+    // What `app-tier migrate` runs: the rest.
+    app_tier::migrate::run(state.db.primary()).await.unwrap();
+    let app = TestApp {
+        router: app_tier::app(state.clone()),
+        state,
+        database,
+    };
+    assert_eq!(app.counts().await["amenities"], 3);
+    assert_exact(&app, "migrated over existing rows").await;
+    // And the triggers run from there on.
+    app.create("/api/v1/amenities", json!({"name": "Sauna"}))
+        .await;
+    assert_eq!(
+        app.delete("/api/v1/states/s1").await.0,
+        StatusCode::OK,
+        "a state with a city that was there before the migration"
+    );
+    assert_exact(&app, "written after the migration").await;
+}
