@@ -35,8 +35,10 @@ its defaults: its file cache on (files revalidated with a stat on every request)
 a third process, an nginx worker answering a fixed 64-byte
 `return 200`. Both servers are pinned with `taskset` to the measured CPU (`--cpu`,
 default the last); wrk and the upstream to the other cores.
-`wrk -t2 -c50 --latency` runs 10 s (3 s under `--quick`) after a 1 s warm-up, nginx
-first then web-tier, per row. Server CPU per request is the server's own processes'
+`wrk -tN -c50 --latency`, one thread per core wrk has (N = 1 here: two threads on one
+core take turns, and the connections of the one waiting for its turn add the
+scheduler's slice to their latency), runs 10 s (3 s under `--quick`) after a 1 s
+warm-up, nginx first then web-tier, per row. Server CPU per request is the server's own processes'
 user + system time (from `/proc/<pid>/stat`; for nginx the master and its worker) over
 the run, divided by the requests served; the upstream's and wrk's time is not counted.
 The client (wrk) CPU share is wrk's own user + system time over the run, in percent of
@@ -246,15 +248,17 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         &other_cpus,
     ];
     let dur = format!("-d{secs}s");
+    // One wrk thread per core it is pinned to.
+    let threads = format!("-t{}", other_cpus.split(',').count());
     let measure = |who: &str, port: u16, pids: &dyn Fn() -> Vec<u32>, path: &str| {
         let url = format!("http://127.0.0.1:{port}{path}");
         if !ctx.quick {
-            wrk_run(&prefix, &["-t2", "-c50", "-d1s"], &url)?;
+            wrk_run(&prefix, &[&threads, "-c50", "-d1s"], &url)?;
         }
         let p = pids();
         let before = ticks_of(&p);
         let (client0, t0) = (children_cpu_secs(), Instant::now());
-        let (w, out) = wrk_run(&prefix, &["-t2", "-c50", &dur], &url)?;
+        let (w, out) = wrk_run(&prefix, &[&threads, "-c50", &dur], &url)?;
         // wrk's share of its core: near 100%, the client is the bound, not the server.
         let client = 100.0 * (children_cpu_secs() - client0) / t0.elapsed().as_secs_f64();
         let cpu = us_per_request(ticks_of(&p).saturating_sub(before), w.requests);
