@@ -107,12 +107,17 @@ pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
             let baseline_value = Stat::of(&bvals);
             let ratio = Stat::of(&ratios);
             let target = first.target.clone();
-            // Ratio targets use the median of the per-round ratios (the comparison is
-            // within a round); value and difference targets use the medians.
+            // Ratio and difference targets use the median of the per-round ratios or
+            // differences (the comparison is within a round); value targets the median.
+            let diffs: Vec<f64> = rows
+                .iter()
+                .filter_map(|(r, _)| r.baseline.as_ref().map(|b| r.value - b.1))
+                .collect();
             let met = target.as_ref().and_then(|t| match t.check {
                 crate::ctx::Check::RatioAtLeast(_) | crate::ctx::Check::RatioAtMost(_) => {
                     t.met(ratio?.median, Some(1.0))
                 }
+                crate::ctx::Check::DiffAtMost(_) => t.met(Stat::of(&diffs)?.median, Some(0.0)),
                 _ => t.met(value.median, baseline_value.map(|b| b.median)),
             });
             Some(Summary {
@@ -425,6 +430,34 @@ pub fn plot_path(root: &Path, scenario: &str) -> (PathBuf, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn difference_targets_compare_within_rounds() {
+        use crate::ctx::{Check, Noise};
+        // In two rounds of three the candidate is 0.5 over its baseline, but the two
+        // medians come from different rounds and are 2.5 apart.
+        let round = |n: u32, value: f64, base: f64| Round {
+            round: n,
+            noise: Noise::default(),
+            rows: vec![
+                Row::new("cpu", value, "us")
+                    .vs("direct", base)
+                    .target(Check::DiffAtMost(1.0), "<= direct + 1 us"),
+            ],
+        };
+        let s = summarize(&[
+            round(1, 33.5, 33.0),
+            round(2, 31.5, 31.0),
+            round(3, 35.5, 30.0),
+        ]);
+        assert_eq!(s[0].met, Some(true));
+        let s = summarize(&[
+            round(1, 33.5, 31.0),
+            round(2, 31.5, 31.0),
+            round(3, 35.5, 34.0),
+        ]);
+        assert_eq!(s[0].met, Some(false), "1.5 over in the median round");
+    }
 
     #[test]
     fn median_and_range() {

@@ -43,6 +43,13 @@ For each response size the three runs follow each other (direct, xdp, haproxy), 
 machine's busy time from `/proc/stat` (every state except idle and iowait: user, system,
 softirq included) over the run, divided by the requests served; it counts wrk, nginx,
 HAProxy and the kernel alike, so differences between rows are what the middle box costs.
+During the measured xdp runs the kernel's BPF run-time statistics are on
+(BPF_ENABLE_STATS, held by the benchmark for that run only; it adds two clock reads to
+every BPF program run, counted against xdp): `xdp_lb time/request` is the program's own
+run time per request, beside the whole gap (`CPU/request over direct`), and `frames through
+xdp_lb/request` how many client frames it forwarded per request. The rest of the gap
+is the path through the LB node in this lab: a second veth crossing and bridge pass
+per client frame, with the frame converted for XDP and back.
 Everything shares 2 cores, so absolute req/s are far below a real deployment's; the
 ratios to direct are the result. The client sends with software checksums
 (`ethtool -K eth0 tx off`, as frames that cross `xdp_lb` must carry them) in all three
@@ -163,6 +170,7 @@ fn net() -> anyhow::Result<Net> {
 /// What one wrk run measured.
 #[derive(Debug, Clone, Copy)]
 struct Measured {
+    requests: u64,
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -190,6 +198,7 @@ fn wrk(ctx: &Ctx, client: &Ns, url: &str, secs: u64) -> anyhow::Result<Measured>
     let busy = after.busy.saturating_sub(before.busy) + after.steal.saturating_sub(before.steal);
     let cpu_us_per_req = busy as f64 / clock_ticks() * 1e6 / requests.max(1) as f64;
     Ok(Measured {
+        requests,
         rps,
         p50_ms,
         p99_ms,
@@ -208,7 +217,31 @@ impl Drop for Unpin {
     }
 }
 
-/// One warm-up (not under `--quick`) and one measured wrk run against `host`.
+/// Run time and runs of every loaded BPF program named `name` (the kernel counts them
+/// only while BPF_ENABLE_STATS is held).
+fn prog_runs(name: &str) -> (u64, u64) {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str() == Some(name))
+        .fold((0, 0), |(t, n), p| {
+            (
+                t + u64::try_from(p.run_time().as_nanos()).unwrap_or(u64::MAX),
+                n + p.run_count(),
+            )
+        })
+}
+
+/// What `xdp_lb` itself did during a measured run, per request.
+#[derive(Debug, Clone, Copy)]
+struct ProgTime {
+    /// Its run time (the kernel's BPF run-time statistics).
+    us_per_req: f64,
+    /// Frames it ran on.
+    frames_per_req: f64,
+}
+
+/// One warm-up (not under `--quick`) and one measured wrk run against `host`; with
+/// `probe`, also `xdp_lb`'s own run time over the measured run.
 fn one(
     ctx: &Ctx,
     n: &Net,
@@ -216,18 +249,45 @@ fn one(
     host: IpAddr,
     size: (&str, &str),
     secs: u64,
-) -> anyhow::Result<Measured> {
+    probe: bool,
+) -> anyhow::Result<(Measured, Option<ProgTime>)> {
     let (label, file) = size;
     let url = format!("http://{host}:{PORT}/{file}");
     if !ctx.quick {
         wrk(ctx, &n.client, &url, 1)?;
     }
+    // Held for the measured run only: while it is, every BPF program run on the machine
+    // also reads the clock twice.
+    let stats = if probe {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enabling BPF run-time statistics")?,
+        )
+    } else {
+        None
+    };
+    let before = prog_runs(lb_common::PROG_LB);
     let w = wrk(ctx, &n.client, &url, secs)?;
+    let prog = stats.map(|_fd| {
+        let after = prog_runs(lb_common::PROG_LB);
+        let requests = w.requests.max(1) as f64;
+        ProgTime {
+            us_per_req: after.0.saturating_sub(before.0) as f64 / 1e3 / requests,
+            frames_per_req: after.1.saturating_sub(before.1) as f64 / requests,
+        }
+    });
     ctx.progress(format!(
-        "{who} {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request",
-        w.rps, w.p50_ms, w.p99_ms, w.cpu_us_per_req
+        "{who} {label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {:.1} us CPU/request{}",
+        w.rps,
+        w.p50_ms,
+        w.p99_ms,
+        w.cpu_us_per_req,
+        prog.map_or_else(String::new, |p| format!(
+            "; xdp_lb ran on {:.2} frames/request for {:.3} us/request",
+            p.frames_per_req, p.us_per_req
+        ))
     ));
-    Ok(w)
+    Ok((w, prog))
 }
 
 fn controller_config(n: &Net, instance: &str) -> String {
@@ -289,7 +349,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     // the candidate and its baseline alike. Only one middle box is up at a time.
     for size in SIZES {
         let label = size.0;
-        let d = one(ctx, &n, "direct", n.backends[0].0, size, secs)?;
+        let (d, _) = one(ctx, &n, "direct", n.backends[0].0, size, secs, false)?;
         let xdp = {
             // XDP_TX on a veth only delivers when the peer end runs XDP too: the bridge
             // port of the LB gets an xdp_pass, only while the XDP LB runs (on a veth it
@@ -306,13 +366,14 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                 &instance,
                 &controller_config(&n, &instance),
             )?;
-            one(ctx, &n, "xdp", n.vip, size, secs)?
+            one(ctx, &n, "xdp", n.vip, size, secs, true)?
         };
+        let (xdp, prog) = xdp;
         let haproxy = {
             let mut p = start_haproxy(&n)?;
-            let w = one(ctx, &n, "haproxy", n.lb_addr, size, secs);
+            let w = one(ctx, &n, "haproxy", n.lb_addr, size, secs, false);
             p.stop(libc::SIGTERM);
-            w?
+            w?.0
         };
         for (who, w) in [("xdp", xdp), ("haproxy", haproxy)] {
             let mut rps =
@@ -328,6 +389,25 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
                 cpu = cpu.target(Check::DiffAtMost(1.0), "<= direct + 1 us");
             }
             rows.extend([rps, p50, p99, cpu]);
+        }
+        if let Some(p) = prog {
+            // How much of the CPU per request the LB program itself is, beside the
+            // whole gap to direct: the rest is the path through the LB node.
+            rows.push(Row::new(
+                format!("xdp {label} CPU/request over direct"),
+                xdp.cpu_us_per_req - d.cpu_us_per_req,
+                "us",
+            ));
+            rows.push(Row::new(
+                format!("xdp {label} xdp_lb time/request"),
+                p.us_per_req,
+                "us",
+            ));
+            rows.push(Row::new(
+                format!("xdp {label} frames through xdp_lb/request"),
+                p.frames_per_req,
+                "frames",
+            ));
         }
     }
     Ok(rows)
