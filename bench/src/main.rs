@@ -231,14 +231,10 @@ fn main() -> anyhow::Result<()> {
                     .ratio
                     .map(|r| format!("{:.2}x", r.median))
                     .unwrap_or_default(),
-                Some(Check::DiffAtMost(_)) => format!(
-                    "{} vs {} {}",
-                    report::fmt_num(s.value.median),
-                    s.baseline_value
-                        .map(|b| report::fmt_num(b.median))
-                        .unwrap_or_default(),
-                    s.unit
-                ),
+                Some(Check::DiffAtMost(_)) => s
+                    .diff
+                    .map(|d| format!("{:+.2} {} over", d.median, s.unit))
+                    .unwrap_or_default(),
                 _ => format!("{} {}", report::fmt_num(s.value.median), s.unit),
             };
             println!(

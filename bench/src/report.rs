@@ -73,6 +73,8 @@ pub struct Summary {
     pub value: Stat,
     pub baseline_value: Option<Stat>,
     pub ratio: Option<Stat>,
+    /// Per-round value minus baseline (what a difference target is checked against).
+    pub diff: Option<Stat>,
     pub target: Option<Target>,
     pub met: Option<bool>,
     pub rounds: usize,
@@ -126,6 +128,7 @@ pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
                 value,
                 baseline_value,
                 ratio,
+                diff: Stat::of(&diffs),
                 target,
                 met,
                 rounds: rows.len(),
@@ -296,9 +299,17 @@ pub fn section(
                 x.baseline_value
                     .map(|b| fmt_num(b.median))
                     .unwrap_or_default(),
-                x.ratio
-                    .map(|r| format!("{:.2}x ({:.2}–{:.2})", r.median, r.min, r.max))
-                    .unwrap_or_default(),
+                match (&x.target, x.diff) {
+                    (Some(t), Some(d)) if matches!(t.check, crate::ctx::Check::DiffAtMost(_)) =>
+                        format!(
+                            "{:+.2} {} ({:+.2}–{:+.2}) over",
+                            d.median, x.unit, d.min, d.max
+                        ),
+                    _ => x
+                        .ratio
+                        .map(|r| format!("{:.2}x ({:.2}–{:.2})", r.median, r.min, r.max))
+                        .unwrap_or_default(),
+                },
                 x.target.as_ref().map_or("", |t| t.text.as_str()),
                 match x.met {
                     Some(true) => "**PASS**",
@@ -366,7 +377,9 @@ How to read the tables:
   over rounds and the min–max range.
 - The candidate and its baseline are measured in the same round, and the ratio is taken
   within the round (its median over rounds is what a target is checked against), so a
-  slow round slows both sides alike.
+  slow round slows both sides alike. A target on a difference (`<= direct + 1 us`) is
+  checked the same way, on the median of the per-round differences, which that row
+  shows instead of a ratio.
 - A round is flagged noisy (⚠) when steal time exceeded 2% of all CPU time, or, for a
   scenario whose measured work is pinned to one core, when the other cores were more than
   15% busy (something else was running).
