@@ -37,6 +37,15 @@ async fn assert_exact(app: &TestApp, step: &str) {
     }
 }
 
+/// Creates a place in `city` owned by `user`; returns its id.
+async fn add_place(app: &TestApp, city: &str, user: &str, name: &str) -> String {
+    app.create(
+        &format!("/api/v1/cities/{city}/places"),
+        json!({ "user_id": user, "name": name }),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn totals_follow_creates_and_cascading_deletes() {
     let app = shared_app().await;
@@ -128,12 +137,7 @@ async fn a_state_takes_its_cities_places_and_reviews_in_one_delete() {
             )
             .await;
         for p in 0..2 {
-            let place = app
-                .create(
-                    &format!("/api/v1/cities/{city}/places"),
-                    json!({ "user_id": u, "name": format!("P{p}") }),
-                )
-                .await;
+            let place = add_place(&app, &city, &u, &format!("P{p}")).await;
             app.create(
                 &format!("/api/v1/places/{place}/reviews"),
                 json!({ "user_id": u, "text": "t" }),
@@ -167,12 +171,7 @@ async fn concurrent_creates_and_deletes_keep_exact_totals() {
         let (app, city, u) = (app.clone(), city.clone(), u.clone());
         writers.spawn(async move {
             for i in 0..25 {
-                let id = app
-                    .create(
-                        &format!("/api/v1/cities/{city}/places"),
-                        json!({ "user_id": u, "name": format!("w{w}-{i}") }),
-                    )
-                    .await;
+                let id = add_place(&app, &city, &u, &format!("w{w}-{i}")).await;
                 if i % 5 == 0 {
                     let (s, v) = app.delete(&format!("/api/v1/places/{id}")).await;
                     assert_eq!(s, StatusCode::OK, "{v}");
