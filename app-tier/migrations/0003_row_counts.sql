@@ -95,16 +95,16 @@ BEGIN
     WHERE tbl = 'reviews' AND shard = CONNECTION_ID() & 15;
 END;
 
--- A user takes the places they own, the reviews of those places and the reviews they
--- wrote anywhere (each review once, whichever way it goes).
+-- A user takes the places they own, the reviews they wrote anywhere, and the others'
+-- reviews of their places (two index walks, each review counted once).
 CREATE TRIGGER users_uncounted BEFORE DELETE ON users FOR EACH ROW
 BEGIN
     UPDATE row_counts SET n = n - 1 WHERE tbl = 'users' AND shard = CONNECTION_ID() & 15;
     UPDATE row_counts SET n = n - (SELECT COUNT(*) FROM places WHERE user_id = OLD.id)
     WHERE tbl = 'places' AND shard = CONNECTION_ID() & 15;
-    UPDATE row_counts SET n = n - (
-        SELECT COUNT(*) FROM reviews r
-        WHERE r.user_id = OLD.id
-           OR r.place_id IN (SELECT p.id FROM places p WHERE p.user_id = OLD.id))
+    UPDATE row_counts SET n = n
+        - (SELECT COUNT(*) FROM reviews WHERE user_id = OLD.id)
+        - (SELECT COUNT(*) FROM reviews r JOIN places p ON p.id = r.place_id
+           WHERE p.user_id = OLD.id AND r.user_id <> OLD.id)
     WHERE tbl = 'reviews' AND shard = CONNECTION_ID() & 15;
 END;

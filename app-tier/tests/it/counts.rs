@@ -233,3 +233,99 @@ async fn the_migration_counts_rows_that_were_there_before_it() {
     );
     assert_exact(&app, "written after the migration").await;
 }
+
+#[tokio::test]
+async fn creates_racing_the_delete_of_their_parent_keep_exact_totals() {
+    let app = shared_app().await;
+    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
+    let u = app
+        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
+        .await;
+    let mut cities = Vec::new();
+    for c in 0..4 {
+        cities.push(
+            app.create(
+                &format!("/api/v1/states/{s}/cities"),
+                json!({ "name": format!("C{c}") }),
+            )
+            .await,
+        );
+    }
+    // Writers keep creating places (each with a review) in every city while the cities
+    // are deleted under them: a create lands before the delete (and goes with the
+    // city), finds its city gone, or loses a lock race and is told to retry.
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (app, cities, u) = (app.clone(), cities.clone(), u.clone());
+        tasks.spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..24 {
+                let city = &cities[(w + i) % cities.len()];
+                let (s, v) = app
+                    .post(
+                        &format!("/api/v1/cities/{city}/places"),
+                        json!({ "user_id": u, "name": format!("w{w}-{i}") }),
+                    )
+                    .await;
+                statuses.push(s);
+                if s == StatusCode::CREATED {
+                    let place = v["id"].as_str().expect("id").to_string();
+                    let (s, _) = app
+                        .post(
+                            &format!("/api/v1/places/{place}/reviews"),
+                            json!({ "user_id": u, "text": "t" }),
+                        )
+                        .await;
+                    statuses.push(s);
+                }
+            }
+            statuses
+        });
+    }
+    let deleter = {
+        let (app, cities) = (app.clone(), cities.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for city in &cities {
+                // Each city first gets a place of its own to take with it.
+                crate::common::eventually(
+                    "a place in the city",
+                    std::time::Duration::from_secs(10),
+                    || async {
+                        let (_, v) = app.get(&format!("/api/v1/cities/{city}/places")).await;
+                        v.as_array().is_some_and(|a| !a.is_empty()).then_some(())
+                    },
+                )
+                .await;
+                statuses.push(app.delete(&format!("/api/v1/cities/{city}")).await.0);
+            }
+            statuses
+        })
+    };
+    let mut statuses: Vec<StatusCode> = tasks.join_all().await.concat();
+    let deletes = deleter.await.expect("deleter");
+    statuses.extend(&deletes);
+    for s in &statuses {
+        assert!(
+            [
+                StatusCode::OK,
+                StatusCode::CREATED,
+                StatusCode::NOT_FOUND,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ]
+            .contains(s),
+            "{statuses:?}"
+        );
+    }
+    assert!(
+        deletes.iter().all(|s| *s == StatusCode::OK),
+        "every city is deleted once: {deletes:?}"
+    );
+    assert_exact(&app, "after the race").await;
+    assert_eq!(
+        app.counts().await["places"],
+        0,
+        "the cities took every place"
+    );
+}
