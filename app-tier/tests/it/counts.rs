@@ -37,6 +37,25 @@ async fn assert_exact(app: &TestApp, step: &str) {
     }
 }
 
+/// A state with `cities` cities, and a user: (state, user, cities).
+async fn state_user_cities(app: &TestApp, cities: usize) -> (String, String, Vec<String>) {
+    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
+    let u = app
+        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
+        .await;
+    let mut ids = Vec::new();
+    for c in 0..cities {
+        ids.push(
+            app.create(
+                &format!("/api/v1/states/{s}/cities"),
+                json!({ "name": format!("C{c}") }),
+            )
+            .await,
+        );
+    }
+    (s, u, ids)
+}
+
 /// Creates a place in `city` owned by `user`; returns its id.
 async fn add_place(app: &TestApp, city: &str, user: &str, name: &str) -> String {
     app.create(
@@ -125,19 +144,10 @@ async fn totals_follow_creates_and_cascading_deletes() {
 #[tokio::test]
 async fn a_state_takes_its_cities_places_and_reviews_in_one_delete() {
     let app = shared_app().await;
-    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
-    let u = app
-        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
-        .await;
-    for c in 0..3 {
-        let city = app
-            .create(
-                &format!("/api/v1/states/{s}/cities"),
-                json!({ "name": format!("C{c}") }),
-            )
-            .await;
+    let (s, u, cities) = state_user_cities(&app, 3).await;
+    for city in &cities {
         for p in 0..2 {
-            let place = add_place(&app, &city, &u, &format!("P{p}")).await;
+            let place = add_place(&app, city, &u, &format!("P{p}")).await;
             app.create(
                 &format!("/api/v1/places/{place}/reviews"),
                 json!({ "user_id": u, "text": "t" }),
@@ -157,13 +167,8 @@ async fn a_state_takes_its_cities_places_and_reviews_in_one_delete() {
 #[tokio::test]
 async fn concurrent_creates_and_deletes_keep_exact_totals() {
     let app = shared_app().await;
-    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
-    let city = app
-        .create(&format!("/api/v1/states/{s}/cities"), json!({"name": "C"}))
-        .await;
-    let u = app
-        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
-        .await;
+    let (_, u, cities) = state_user_cities(&app, 1).await;
+    let city = &cities[0];
     // 8 writers at once over the pool's connections (so over several shards): each
     // creates 25 places and deletes every fifth one it created.
     let mut writers = tokio::task::JoinSet::new();
@@ -237,20 +242,7 @@ async fn the_migration_counts_rows_that_were_there_before_it() {
 #[tokio::test]
 async fn creates_racing_the_delete_of_their_parent_keep_exact_totals() {
     let app = shared_app().await;
-    let s = app.create("/api/v1/states", json!({"name": "S"})).await;
-    let u = app
-        .create("/api/v1/users", json!({"email": "a@b.c", "password": "p"}))
-        .await;
-    let mut cities = Vec::new();
-    for c in 0..4 {
-        cities.push(
-            app.create(
-                &format!("/api/v1/states/{s}/cities"),
-                json!({ "name": format!("C{c}") }),
-            )
-            .await,
-        );
-    }
+    let (_, u, cities) = state_user_cities(&app, 4).await;
     // Writers keep creating places (each with a review) in every city while the cities
     // are deleted under them: a create lands before the delete (and goes with the
     // city), finds its city gone, or loses a lock race and is told to retry.
