@@ -321,3 +321,32 @@ async fn creates_racing_the_delete_of_their_parent_keep_exact_totals() {
         "the cities took every place"
     );
 }
+
+#[tokio::test]
+async fn child_lists_and_pages_past_the_end_carry_their_totals() {
+    let app = shared_app().await;
+    let (s, _, _) = state_user_cities(&app, 3).await;
+    let other = app.create("/api/v1/states", json!({"name": "Empty"})).await;
+    // (path, items expected on that page, total expected)
+    let cases = [
+        // The total rides in the page statement (bound once for the count, once for
+        // the rows).
+        (format!("/api/v1/states/{s}/cities?per_page=2"), 2, "3"),
+        // Past the end: no row carries it, so it is asked for on its own.
+        (
+            format!("/api/v1/states/{s}/cities?per_page=2&page=3"),
+            0,
+            "3",
+        ),
+        (format!("/api/v1/states/{other}/cities"), 0, "0"),
+        (format!("/api/v1/states/{other}/cities?page=2"), 0, "0"),
+        ("/api/v1/cities?per_page=2&page=2".to_owned(), 1, "3"),
+        ("/api/v1/cities?per_page=2&page=9".to_owned(), 0, "3"),
+    ];
+    for (path, items, total) in cases {
+        let r = app.raw("GET", &path, vec![], None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+        assert_eq!(r.headers["x-total-count"], total, "{path}");
+        assert_eq!(r.json().as_array().map(Vec::len), Some(items), "{path}");
+    }
+}
