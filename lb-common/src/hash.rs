@@ -70,15 +70,17 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     (h >> 32) as u32 ^ h as u32
 }
 
-/// Set of `key` in the per-CPU flow cache (mask it with the number of sets, minus one).
+/// Set of `key` in a CPU's region of the flow cache: one of
+/// `FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS`, whose first slot is `set * FLOW_CACHE_WAYS`.
 /// Cheaper than [`flow_hash`]: the addresses are folded by XOR before one finaliser,
-/// which is plenty to spread a direct-mapped cache.
+/// which is plenty to spread a small set-associative cache.
 #[inline(always)]
-pub fn cache_slot(key: &FlowKey) -> u32 {
+pub fn cache_set(key: &FlowKey) -> u32 {
     let s = key.src_be[0] ^ key.src_be[1] ^ key.src_be[2] ^ key.src_be[3];
     let d = key.dst_be[0] ^ key.dst_be[1] ^ key.dst_be[2] ^ key.dst_be[3];
     let ports = (u32::from(key.sport_be) << 16) | u32::from(key.dport_be);
     fmix(s ^ d.rotate_left(13) ^ ports.wrapping_mul(C1))
+        & (crate::FLOW_CACHE_SLOTS / crate::FLOW_CACHE_WAYS - 1)
 }
 
 /// Slot of `key` in the per-CPU service cache (mask it with `SERVICE_CACHE_SLOTS - 1`).
@@ -191,9 +193,9 @@ mod tests {
     }
 
     #[test]
-    fn cache_slots_spread() {
-        assert_spread(16, 20, |p| cache_slot(&key(p)) & 15);
-        assert_spread(16, 20, |p| cache_slot(&key6(p)) & 15);
+    fn cache_sets_spread() {
+        assert_spread(16, 20, |p| cache_set(&key(p)) & 15);
+        assert_spread(16, 20, |p| cache_set(&key6(p)) & 15);
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl FlowKey {
 /// Value of [`MAP_FLOW_CACHE`]: one CPU's memo of a TCP flow's connection-table entry.
 ///
 /// The established-TCP hot path looks here first (the two slots of the set chosen by
-/// [`hash::cache_slot`], no hash-map call) and falls back to the service and
+/// [`hash::cache_set`], no hash-map call) and falls back to the service and
 /// connection-table lookups on any doubt: other flows in the set, an `epoch` older
 /// than [`Config::epoch`] (the controller bumps it after every change it writes), a
 /// backend now down, or every [`FLOW_CACHE_REFRESH`]-th hit. Like Katran's per-CPU LRU

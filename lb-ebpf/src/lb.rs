@@ -29,7 +29,7 @@ use lb_common::{
     BACKEND_DOWN, Backend, Config, FAMILY_V4, FAMILY_V6, FLOW_CACHE_REFRESH, FLOW_CACHE_SLOTS,
     FLOW_CACHE_WAYS, Flow, FlowCacheEntry, FlowKey, FragKey, PROTO_TCP, PROTO_UDP, RING_MAX,
     SERVICE_CACHE_SLOTS, Service, ServiceCacheEntry, ServiceKey,
-    hash::{cache_slot, flow_hash, service_slot},
+    hash::{cache_set, flow_hash, service_slot},
     reason, ring_index, ring_slot,
 };
 use network_types::{
@@ -128,8 +128,7 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
         // SAFETY: helper without preconditions (the JIT inlines it); XDP runs with
         // migration off, so the CPU cannot change under the program.
         let cpu = unsafe { bpf_get_smp_processor_id() };
-        let set = cache_slot(&pkt.key) & (FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS - 1);
-        cpu.wrapping_mul(FLOW_CACHE_SLOTS) + set * FLOW_CACHE_WAYS
+        cpu.wrapping_mul(FLOW_CACHE_SLOTS) + cache_set(&pkt.key) * FLOW_CACHE_WAYS
     } else {
         0
     };

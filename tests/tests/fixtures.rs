@@ -31,9 +31,9 @@ use etherparse::{
 };
 use lb::dataplane::{Dataplane, LoadOptions, Maps, load_object, load_program, sum, test_run};
 use lb_common::{
-    BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FLOW_CACHE_REFRESH,
-    FLOW_CACHE_SLOTS, FLOW_CACHE_WAYS, Flow, FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP,
-    SVC_MODE_L2, Service, ServiceKey, hash::flow_hash, reason, ring_index,
+    BACKEND_DOWN, BACKEND_REDIRECT, Backend, Config, Counter, FAMILY_V4, FLOW_CACHE_REFRESH, Flow,
+    FlowKey, PROTO_TCP, PROTO_UDP, SVC_MODE_ENCAP, SVC_MODE_L2, Service, ServiceKey,
+    hash::flow_hash, reason, ring_index,
 };
 use lb_tests::{
     addr::{Ip, words16},
@@ -2189,10 +2189,7 @@ fn flow_cache_keeps_two_colliding_flows() {
     stay_on_one_cpu();
     let dp = load_world(4096);
     let (c4, v4) = (Ip::V4(CLIENT4), Ip::V4(VIP4));
-    let set = |port: u16| {
-        lb_common::hash::cache_slot(&key(c4, v4, port, 80, PROTO_TCP))
-            & (FLOW_CACHE_SLOTS / FLOW_CACHE_WAYS - 1)
-    };
+    let set = |port: u16| lb_common::hash::cache_set(&key(c4, v4, port, 80, PROTO_TCP));
     let first = 61_300;
     let mut ports = vec![first];
     ports.extend(
