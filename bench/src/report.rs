@@ -115,11 +115,12 @@ pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
                 .iter()
                 .filter_map(|(r, _)| r.baseline.as_ref().map(|b| r.value - b.1))
                 .collect();
+            let diff = Stat::of(&diffs);
             let met = target.as_ref().and_then(|t| match t.check {
                 crate::ctx::Check::RatioAtLeast(_) | crate::ctx::Check::RatioAtMost(_) => {
                     t.met(ratio?.median, Some(1.0))
                 }
-                crate::ctx::Check::DiffAtMost(_) => t.met(Stat::of(&diffs)?.median, Some(0.0)),
+                crate::ctx::Check::DiffAtMost(_) => t.met(diff?.median, Some(0.0)),
                 _ => t.met(value.median, baseline_value.map(|b| b.median)),
             });
             Some(Summary {
@@ -128,7 +129,7 @@ pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
                 value,
                 baseline_value,
                 ratio,
-                diff: Stat::of(&diffs),
+                diff,
                 target,
                 met,
                 rounds: rows.len(),
