@@ -11,6 +11,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -78,13 +79,38 @@ pub fn router() -> Router<AppState> {
     r
 }
 
-/// A JSON array plus the pagination headers.
-fn page_response(items: Vec<Record>, total: u64, page: Page) -> Response {
+/// A JSON array plus the pagination headers. Records decode their values as they are
+/// printed here (once): a value that does not decode is a 500 with a JSON body, and
+/// nothing of the page is sent.
+fn page_response(items: Vec<Record>, total: u64, page: Page) -> Result<Response, ApiError> {
+    // Sized for the page up front (a place prints as about 430 bytes): growing from
+    // empty would copy the body over again several times.
+    let mut body = Vec::with_capacity(64 + items.len() * 512);
+    Record::write_json_array(&items, &mut body).map_err(|e| ApiError::Internal {
+        detail: format!("printing a page of rows: {e}"),
+    })?;
     let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("x-total-count", HeaderValue::from(total));
     headers.insert("x-page", HeaderValue::from(page.page));
     headers.insert("x-per-page", HeaderValue::from(page.per_page));
-    (headers, Json(items)).into_response()
+    Ok((headers, body).into_response())
+}
+
+/// One record as a JSON response with `status`.
+fn record_response(status: StatusCode, record: &Record) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(512);
+    record
+        .write_json(&mut body)
+        .map_err(|e| ApiError::Internal {
+            detail: format!("printing a row: {e}"),
+        })?;
+    Ok((
+        status,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response())
 }
 
 async fn status() -> Json<Value> {
@@ -111,20 +137,20 @@ async fn list(
         return Err(ApiError::NotFound);
     }
     let (items, total) = store::list(&mut conn, kind, parent_id.as_deref(), page).await?;
-    Ok(page_response(items, total, page))
+    page_response(items, total, page)
 }
 
 async fn get_one(
     kind: &'static Kind,
     State(s): State<AppState>,
     Ids(id): Ids<String>,
-) -> Result<Json<Record>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut session = s.db.session();
     let mut conn = session.read().await?;
-    store::get(&mut conn, kind, &id)
+    let record = store::get(&mut conn, kind, &id)
         .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    record_response(StatusCode::OK, &record)
 }
 
 async fn create(
@@ -132,7 +158,7 @@ async fn create(
     State(s): State<AppState>,
     parent_id: Option<String>,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Record>), ApiError> {
+) -> Result<Response, ApiError> {
     // Validate everything before touching the database: a 400 costs no connection.
     let values = model::parse_body(kind, &body, Mode::Create)?;
     let amenity_ids = if std::ptr::eq(kind, &PLACES) {
@@ -146,7 +172,7 @@ async fn create(
         // unit, so no transaction and no round trips for BEGIN and COMMIT.
         let mut conn = session.write().await?;
         let created = insert_checked(&mut conn, kind, parent_id.as_deref(), &values).await?;
-        return Ok((StatusCode::CREATED, Json(created)));
+        return record_response(StatusCode::CREATED, &created);
     }
     // A place and its amenity links are one unit: all of them or none.
     let mut tx = session.begin().await?;
@@ -161,7 +187,7 @@ async fn create(
         store::link(&mut tx, created.id(), amenity_id).await?;
     }
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    record_response(StatusCode::CREATED, &created)
 }
 
 /// Inserts a row, relying on the foreign keys to refuse a parent or reference that does
@@ -203,7 +229,7 @@ async fn update(
     State(s): State<AppState>,
     Ids(id): Ids<String>,
     JsonObject(body): JsonObject,
-) -> Result<Json<Record>, ApiError> {
+) -> Result<Response, ApiError> {
     let values = model::parse_body(kind, &body, Mode::Update)?;
     let mut session = s.db.session();
     let mut tx = session.begin().await?;
@@ -214,7 +240,7 @@ async fn update(
         .await?
         .ok_or(ApiError::NotFound)?;
     tx.commit().await?;
-    Ok(Json(row))
+    record_response(StatusCode::OK, &row)
 }
 
 async fn delete(
@@ -242,14 +268,14 @@ async fn place_amenities(
         return Err(ApiError::NotFound);
     }
     let (items, total) = store::place_amenities(&mut conn, &place_id, page).await?;
-    Ok(page_response(items, total, page))
+    page_response(items, total, page)
 }
 
 /// 201 with the amenity when newly linked, 200 when it already was (HBNB semantics).
 async fn link_amenity(
     State(s): State<AppState>,
     Ids((place_id, amenity_id)): Ids<(String, String)>,
-) -> Result<(StatusCode, Json<Record>), ApiError> {
+) -> Result<Response, ApiError> {
     let mut session = s.db.session();
     let mut tx = session.begin().await?;
     if !store::exists(&mut tx, PLACES.table, &place_id).await? {
@@ -265,7 +291,7 @@ async fn link_amenity(
         StatusCode::CREATED
     };
     tx.commit().await?;
-    Ok((status, Json(amenity)))
+    record_response(status, &amenity)
 }
 
 async fn unlink_amenity(
@@ -301,7 +327,7 @@ async fn places_search(
     let mut session = s.db.session();
     let mut conn = session.read().await?;
     let (items, total) = store::search_places(&mut conn, &search, page).await?;
-    Ok(page_response(items, total, page))
+    page_response(items, total, page)
 }
 
 #[cfg(test)]

@@ -47,10 +47,15 @@ pub async fn hbnb(
     };
     let mut session = s.db.session();
     let mut conn = session.read().await?;
-    let values = |records: Vec<Record>| records.into_iter().map(Record::into_value).collect();
-    let states: Vec<Value> = values(store::list(&mut conn, &STATES, None, all).await?.0);
-    let cities: Vec<Value> = values(store::list(&mut conn, &CITIES, None, all).await?.0);
-    let amenities: Vec<Value> = values(store::list(&mut conn, &AMENITIES, None, all).await?.0);
+    let values = |records: Vec<Record>| {
+        records
+            .into_iter()
+            .map(Record::into_value)
+            .collect::<Result<Vec<Value>, _>>()
+    };
+    let states = values(store::list(&mut conn, &STATES, None, all).await?.0)?;
+    let cities = values(store::list(&mut conn, &CITIES, None, all).await?.0)?;
+    let amenities = values(store::list(&mut conn, &AMENITIES, None, all).await?.0)?;
     let (places, total) = store::search_places(
         &mut conn,
         &search,
@@ -60,13 +65,14 @@ pub async fn hbnb(
         },
     )
     .await?;
-    let places: Vec<Value> = values(places);
+    let places = values(places)?;
     let mut owners = Vec::with_capacity(places.len());
     for p in &places {
         let owner = match p["user_id"].as_str() {
             Some(uid) => store::get(&mut conn, &USERS, uid)
                 .await?
-                .map(Record::into_value),
+                .map(Record::into_value)
+                .transpose()?,
             None => None,
         };
         owners.push(owner);

@@ -45,8 +45,8 @@ impl Default for Page {
 }
 
 /// The SELECT list of `kind`, in [`record::column_names`] order, columns qualified with
-/// `alias` (unqualified if empty, as `INSERT ... RETURNING` wants them). Timestamps in
-/// HBNB's format (`2017-03-25T02:17:06.000000`).
+/// `alias` (unqualified if empty, as `INSERT ... RETURNING` wants them). Timestamps
+/// come as DATETIME values; [`Record`] prints them in HBNB's format.
 fn columns(kind: &Kind, alias: &str) -> String {
     let prefix = if alias.is_empty() {
         String::new()
@@ -54,12 +54,7 @@ fn columns(kind: &Kind, alias: &str) -> String {
         format!("{alias}.")
     };
     record::column_names(kind)
-        .map(|c| match c {
-            "created_at" | "updated_at" => {
-                format!("DATE_FORMAT({prefix}{c}, '%Y-%m-%dT%H:%i:%s.%f') AS {c}")
-            }
-            _ => format!("{prefix}{c}"),
-        })
+        .map(|c| format!("{prefix}{c}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -133,13 +128,10 @@ struct Statements {
 
 impl Statements {
     fn of(kind: &Kind) -> Statements {
-        // The count of all rows is the sum of the table's shards in `row_counts`
-        // (migration 0003), kept by triggers: O(1) where COUNT(*) reads every row.
-        // Children are counted on their parent's foreign-key index.
-        let all = format!(
-            "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM row_counts WHERE tbl = '{}'",
-            kind.table
-        );
+        // The count of all rows is the sum of the table's shards in `<table>_count`
+        // (migrations 0003 and 0004), kept by triggers: O(1) where COUNT(*) reads every
+        // row. Children are counted on their parent's foreign-key index.
+        let all = total_sql(kind);
         let children = kind.parent.as_ref().map(|p| {
             (
                 format!("WHERE t.{} = ?", p.column),
@@ -327,13 +319,26 @@ pub async fn delete(
         > 0)
 }
 
-/// Row counts per kind, keyed by table name: the shards of `row_counts` summed, one
+/// The total of all rows of `kind`: the sum of its shards in `<table>_count`.
+fn total_sql(kind: &Kind) -> String {
+    format!(
+        "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM {}_count",
+        kind.table
+    )
+}
+
+/// Row counts per kind, keyed by table name: each table's shards summed, all in one
 /// statement whatever the size of the tables.
 pub async fn stats(conn: &mut MySqlConnection) -> Result<Map<String, Value>, ApiError> {
-    let counts: Vec<(String, i64)> =
-        sqlx::query_as("SELECT tbl, CAST(SUM(n) AS SIGNED) FROM row_counts GROUP BY tbl")
-            .fetch_all(&mut *conn)
-            .await?;
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        crate::model::ALL
+            .iter()
+            .map(|k| format!("SELECT '{}', ({})", k.table, total_sql(k)))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    });
+    let counts: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(&mut *conn).await?;
     let mut out = Map::new();
     for kind in crate::model::ALL {
         let n = counts
@@ -510,7 +515,10 @@ mod tests {
     #[test]
     fn unqualified_columns_for_returning() {
         let c = columns(&CITIES, "");
-        assert!(c.starts_with("id, DATE_FORMAT(created_at, "), "{c}");
+        assert!(
+            c.starts_with("id, created_at, updated_at, state_id, "),
+            "{c}"
+        );
         assert!(!c.contains("t."), "{c}");
     }
 
@@ -526,7 +534,9 @@ mod tests {
     fn pages_carry_their_total_as_the_last_column() {
         let st = Statements::of(&PLACES);
         assert!(
-            st.page.0.contains(", (SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM row_counts WHERE tbl = 'places') FROM places t"),
+            st.page.0.contains(
+                ", (SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) FROM places_count) FROM places t"
+            ),
             "{}",
             st.page.0
         );

@@ -483,6 +483,15 @@ impl MariaDb {
         )
     }
 
+    /// The URL of `database` for the application account over the server's Unix
+    /// socket (sqlx's `socket` parameter; the host part is then ignored).
+    pub fn socket_url(&self, database: &str) -> String {
+        format!(
+            "mysql://{APP_USER}:{APP_PASSWORD}@localhost/{database}?socket={}",
+            self.socket().display()
+        )
+    }
+
     /// A root connection over the socket, on the caller's runtime.
     pub async fn admin(&self) -> Result<MySqlConnection, sqlx::Error> {
         MySqlConnectOptions::new()

@@ -1,4 +1,4 @@
-//! The trigger-kept row counts (migration 0003) that lists' totals and `/stats` read:
+//! The trigger-kept row counts (migrations 0003 and 0004) that lists' totals and `/stats` read:
 //! after creates, direct deletes, cascading deletes, concurrent writers and a migration
 //! over existing rows, they equal COUNT(*) of every table.
 
@@ -187,46 +187,47 @@ async fn concurrent_creates_and_deletes_keep_exact_totals() {
     writers.join_all().await;
     assert_eq!(app.counts().await["places"], 8 * 20);
     assert_exact(&app, "after the writers").await;
-    let shards: i64 = sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT shard) FROM row_counts WHERE tbl = 'places' AND n <> 0",
-    )
-    .fetch_one(app.state.db.primary())
-    .await
-    .unwrap();
+    let shards: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT shard) FROM places_count WHERE n <> 0")
+            .fetch_one(app.state.db.primary())
+            .await
+            .unwrap();
     assert!(
         shards > 1,
         "writers on several connections use several shards"
     );
 }
 
-#[tokio::test]
-async fn the_migration_counts_rows_that_were_there_before_it() {
+/// For each `(version, writes)` stage: applies the migrations before `version` and runs
+/// `writes` in SQL. Then applies the rest as `app-tier migrate` does, and checks the
+/// totals and that the triggers count from there on.
+async fn migrate_over(stages: &[(i64, &[&str])]) {
     let server = MariaDb::shared();
     let database = server.create_database().await.unwrap();
     let config = config_for(server, &database);
     let state = AppState::new(&config).unwrap();
-    let before_counts = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(
-            MIGRATOR.iter().filter(|m| m.version < 3).cloned().collect(),
-        ),
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    before_counts.run(state.db.primary()).await.unwrap();
-    for sql in [
-        "INSERT INTO states (id, name) VALUES ('s1', 'A'), ('s2', 'B')",
-        "INSERT INTO cities (id, state_id, name) VALUES ('c1', 's1', 'C')",
-        "INSERT INTO amenities (id, name) VALUES ('a1', 'Wifi'), ('a2', 'Pool'), ('a3', 'Gym')",
-    ] {
-        sqlx::query(sql).execute(state.db.primary()).await.unwrap();
+    for (version, writes) in stages {
+        let before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .iter()
+                    .filter(|m| m.version < *version)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.run(state.db.primary()).await.unwrap();
+        for sql in *writes {
+            sqlx::query(sql).execute(state.db.primary()).await.unwrap();
+        }
     }
-    // What `app-tier migrate` runs: the rest.
     app_tier::migrate::run(state.db.primary()).await.unwrap();
     let app = TestApp {
         router: app_tier::app(state.clone()),
         state,
         database,
     };
-    assert_eq!(app.counts().await["amenities"], 3);
     assert_exact(&app, "migrated over existing rows").await;
     // And the triggers run from there on.
     app.create("/api/v1/amenities", json!({"name": "Sauna"}))
@@ -237,6 +238,36 @@ async fn the_migration_counts_rows_that_were_there_before_it() {
         "a state with a city that was there before the migration"
     );
     assert_exact(&app, "written after the migration").await;
+}
+
+/// Rows written before any count existed.
+const OLD_ROWS: &[&str] = &[
+    "INSERT INTO states (id, name) VALUES ('s1', 'A'), ('s2', 'B')",
+    "INSERT INTO cities (id, state_id, name) VALUES ('c1', 's1', 'C'), ('c2', 's2', 'D')",
+    "INSERT INTO amenities (id, name) VALUES ('a1', 'Wifi'), ('a2', 'Pool'), ('a3', 'Gym')",
+];
+
+#[tokio::test]
+async fn the_migration_counts_rows_that_were_there_before_it() {
+    migrate_over(&[(3, OLD_ROWS)]).await;
+}
+
+#[tokio::test]
+async fn the_per_table_counts_carry_over_what_the_first_counts_kept() {
+    // Counted by 0003: rows its initial count found (shard 0), then rows its triggers
+    // counted, including a cascade's subtraction (s2 takes c2). 0004 must carry both.
+    migrate_over(&[
+        (3, OLD_ROWS),
+        (
+            4,
+            &[
+                "DELETE FROM states WHERE id = 's2'",
+                "INSERT INTO states (id, name) VALUES ('s3', 'E'), ('s4', 'G')",
+                "INSERT INTO cities (id, state_id, name) VALUES ('c3', 's3', 'F')",
+            ],
+        ),
+    ])
+    .await;
 }
 
 #[tokio::test]

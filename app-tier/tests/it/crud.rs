@@ -3,7 +3,9 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::common::shared_app;
+use crate::common::{app_on, shared_app};
+use app_tier::config::DbUrl;
+use app_tier::testing::MariaDb;
 
 #[tokio::test]
 async fn status_and_stats_count_each_kind() {
@@ -49,7 +51,20 @@ async fn states_crud_roundtrip() {
     assert_ne!(id, "ignored", "client-supplied ids are ignored");
     assert_eq!(created["name"], "California", "names are trimmed");
     assert_eq!(created["__class__"], "State");
-    assert!(created["created_at"].as_str().unwrap().contains('T'));
+    // Timestamps are printed by the app tier from the DATETIME MariaDB sends: exactly
+    // what MariaDB's own DATE_FORMAT prints for the stored value.
+    let stored: (String, String) = sqlx::query_as(
+        "SELECT DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.%f'), \
+         DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%f') FROM states WHERE id = ?",
+    )
+    .bind(&id)
+    .fetch_one(app.state.db.primary())
+    .await
+    .unwrap();
+    assert_eq!(
+        (&created["created_at"], &created["updated_at"]),
+        (&json!(stored.0), &json!(stored.1))
+    );
 
     let (s, got) = app.get(&format!("/api/v1/states/{id}")).await;
     assert_eq!(s, StatusCode::OK);
@@ -709,4 +724,53 @@ async fn unknown_routes_are_json_404() {
         (StatusCode::NOT_FOUND, Some("Not found"))
     );
     assert_eq!(app.get("/").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_printed_fails_its_page_alone() {
+    let app = shared_app().await;
+    let a = app.create("/api/v1/states", json!({"name": "A"})).await;
+    let b = app.create("/api/v1/states", json!({"name": "B"})).await;
+    // A zero date, written by hand: no date the driver can decode.
+    sqlx::query("UPDATE states SET updated_at = '0000-00-00 00:00:00' WHERE id = ?")
+        .bind(&b)
+        .execute(app.state.db.primary())
+        .await
+        .unwrap();
+    for path in ["/api/v1/states".to_owned(), format!("/api/v1/states/{b}")] {
+        let r = app.raw("GET", &path, vec![], None).await;
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        // The whole answer is the error: no part of the page went out before it.
+        assert_eq!(r.json(), json!({"error": "internal error"}), "{path}");
+    }
+    // Everyone else is still served: the other row, and a page without the bad one.
+    let (s, got) = app.get(&format!("/api/v1/states/{a}")).await;
+    assert_eq!((s, &got["name"]), (StatusCode::OK, &json!("A")));
+    let (s, page) = app.get("/api/v1/states?per_page=1").await;
+    assert_eq!((s, &page[0]["id"]), (StatusCode::OK, &json!(a)));
+}
+
+#[tokio::test]
+async fn a_socket_url_reaches_the_database_over_its_unix_socket() {
+    let server = MariaDb::shared();
+    let app = app_on(server, |c, db| {
+        c.database.url = DbUrl::new(server.socket_url(db));
+    })
+    .await;
+    let id = app.create("/api/v1/states", json!({"name": "S"})).await;
+    let (s, got) = app.get(&format!("/api/v1/states/{id}")).await;
+    assert_eq!((s, &got["name"]), (StatusCode::OK, &json!("S")));
+    // The server saw this connection arrive on its socket: no client address.
+    let hosts: Vec<String> = sqlx::query_scalar(
+        "SELECT host FROM information_schema.processlist WHERE db = ? AND user = ?",
+    )
+    .bind(&app.database)
+    .bind(app_tier::testing::APP_USER)
+    .fetch_all(app.state.db.primary())
+    .await
+    .unwrap();
+    assert!(
+        !hosts.is_empty() && hosts.iter().all(|h| h == "localhost"),
+        "{hosts:?}"
+    );
 }

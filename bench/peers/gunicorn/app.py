@@ -3,8 +3,8 @@ way the original stack did (Flask + PyMySQL under Gunicorn sync workers), on the
 MariaDB database and data.
 
 Only what the benchmark requests is here, with the app tier's semantics, and its SQL
-for the two reads (the list's total from the row_counts table of migration 0003, in
-the page's own statement). The create is written the way such a Flask view is (a transaction:
+for the two reads (the list's total from the places_count shards of migrations 0003
+and 0004, in the page's own statement). The create is written the way such a Flask view is (a transaction:
 look the city and the user up, insert, read the row back); the app tier sends a single
 INSERT ... RETURNING and explains a foreign-key refusal afterwards (same answers).
 - GET  /api/v1/places?page=N&per_page=M  (oldest first; X-Total-Count, X-Page, X-Per-Page)
@@ -12,7 +12,8 @@ INSERT ... RETURNING and explains a foreign-key refusal afterwards (same answers
 - POST /api/v1/cities/<city_id>/places   (400 bad body, 404 city, 422 user_id; 201)
 
 Run: gunicorn -w 2 -b 127.0.0.1:8000 --chdir bench/peers/gunicorn app:app, with
-HBNB_MYSQL_HOST, HBNB_MYSQL_PORT, HBNB_MYSQL_USER, HBNB_MYSQL_PWD, HBNB_MYSQL_DB set.
+HBNB_MYSQL_HOST, HBNB_MYSQL_PORT (or HBNB_MYSQL_SOCKET), HBNB_MYSQL_USER, HBNB_MYSQL_PWD,
+HBNB_MYSQL_DB set.
 Each worker keeps one connection (opened after the fork, reopened if it drops), as a
 Flask-SQLAlchemy pool of one per sync worker would.
 """
@@ -42,6 +43,8 @@ def db():
         _conn = pymysql.connect(
             host=os.environ.get("HBNB_MYSQL_HOST", "127.0.0.1"),
             port=int(os.environ.get("HBNB_MYSQL_PORT", "3306")),
+            # Set: the server's Unix socket instead of TCP (host and port unused).
+            unix_socket=os.environ.get("HBNB_MYSQL_SOCKET"),
             user=os.environ.get("HBNB_MYSQL_USER", "hbnb"),
             password=os.environ.get("HBNB_MYSQL_PWD", ""),
             database=os.environ.get("HBNB_MYSQL_DB", "hbnb"),
@@ -87,10 +90,10 @@ def list_places():
         c.execute(
             # The app tier's page query (store::page_sql): it names the (created_at, id)
             # index, which MariaDB 10.11 would otherwise not walk for this LIMIT, and
-            # each row carries the total, the sum of the trigger-kept row_counts shards
-            # (migration 0003).
+            # each row carries the total, the sum of the trigger-kept places_count
+            # shards (migrations 0003 and 0004).
             f"SELECT {COLUMNS}, (SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) "
-            "FROM row_counts WHERE tbl = 'places') AS total "
+            "FROM places_count) AS total "
             "FROM places t FORCE INDEX (ix_places_created) "
             "ORDER BY t.created_at, t.id LIMIT %s OFFSET %s",
             (per_page, (page - 1) * per_page),
@@ -102,8 +105,7 @@ def list_places():
             total = 0
         else:
             c.execute(
-                "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) AS n FROM row_counts "
-                "WHERE tbl = 'places'"
+                "SELECT CAST(COALESCE(SUM(n), 0) AS SIGNED) AS n FROM places_count"
             )
             total = c.fetchone()["n"]
         rows = [place({k: v for k, v in r.items() if k != "total"}) for r in rows]

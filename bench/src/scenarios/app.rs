@@ -201,7 +201,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         &config,
         format!(
             "listen = \"127.0.0.1:{app_port}\"\n\n[database]\nurl = \"{}\"\n",
-            db.url(DB)
+            db.socket_url(DB)
         ),
     )?;
     prepare(&db, &app_bin, &config)?;
@@ -229,8 +229,7 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
             .arg("--chdir")
             .arg(&peer)
             .arg("app:app")
-            .env("HBNB_MYSQL_HOST", "127.0.0.1")
-            .env("HBNB_MYSQL_PORT", db.port().to_string())
+            .env("HBNB_MYSQL_SOCKET", db.socket())
             .env("HBNB_MYSQL_USER", app_tier::testing::APP_USER)
             .env("HBNB_MYSQL_PWD", app_tier::testing::APP_PASSWORD)
             .env("HBNB_MYSQL_DB", DB)
