@@ -10,6 +10,12 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use web_tier::config::Config;
 
+/// mimalloc: every proxied request allocates and frees small objects (headers, body
+/// frames, pool bookkeeping) across tokio's threads; in the `web` benchmark it brought
+/// the proxied request's server CPU from about 23 to about 20 us.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Static file server and reverse proxy")]
 struct Args {
