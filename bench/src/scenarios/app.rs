@@ -30,15 +30,19 @@ pub const SCENARIO: Scenario = Scenario {
 One MariaDB server started for the round (`app_tier::testing::MariaDb`: its own data
 directory, 127.0.0.1, 64 MB buffer pool), one database migrated and seeded with
 `app-tier migrate` and `app-tier seed`, plus 1000 more places inserted in SQL; both
-servers use that database. The peer is `bench/peers/gunicorn/app.py`: the same three
-endpoints, answers and SQL for the reads (Flask 2.2 + PyMySQL 1.0 under Debian's
-Gunicorn, `-w N` sync workers for N cores, one persistent connection per worker). `app-tier serve` runs
-with its defaults (tokio's N worker threads, a pool of up to 10 connections). Access
+servers use that database, both over its Unix socket (on one host; TCP on loopback
+cost each statement more on both sides, and app-tier's get was then 5.1x). The peer
+is `bench/peers/gunicorn/app.py`: the same three endpoints, answers and SQL for the
+reads except timestamps (Flask 2.2 + PyMySQL 1.0 under Debian's Gunicorn, `-w N` sync
+workers for N cores, one persistent connection per worker). The peer has MariaDB format
+timestamps (`DATE_FORMAT`), sparing Python the parsing and re-printing of datetime
+objects; app-tier formats the `DATETIME` values itself. `app-tier serve` runs with its defaults (tokio's N worker threads, a pool of up
+to 10 connections). Access
 logs off on both (`RUST_LOG=warn`; Gunicorn logs no access by default).
 `wrk -t2 -c32 --latency` runs 10 s (3 s under `--quick`) after a 1 s warm-up against:
 **list** `GET /api/v1/places?page=1&per_page=20` (20 places along the `(created_at, id)`
 index, which the statement names, each row carrying the total: the sum of the
-trigger-kept `row_counts` shards, migration 0003), **get** `GET /api/v1/places/<id>`,
+trigger-kept `places_count` shards, migrations 0003 and 0004), **get** `GET /api/v1/places/<id>`,
 **create** `POST /api/v1/cities/<id>/places` (a Lua script, a unique name per request;
 Gunicorn runs a transaction with two existence checks, the insert and a read-back,
 app-tier one `INSERT ... RETURNING` whose foreign keys do the checks). Gunicorn's sync workers close the connection after every response
