@@ -156,7 +156,7 @@ enum Source {
     Field(Ty),
 }
 
-/// A kind's columns in SELECT order and its JSON keys in sorted order.
+/// A kind's columns in SELECT order and the template of its JSON object (keys sorted).
 #[derive(Debug)]
 struct Layout {
     table: &'static str,
@@ -292,9 +292,7 @@ impl Record {
     pub fn into_value(self) -> Result<Value, sqlx::Error> {
         cells_to_value(self.layout, &self.row)
     }
-}
 
-impl Record {
     /// Appends the record's JSON object to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), PrintError> {
         write_cells(self.layout, &self.row, out)
