@@ -200,7 +200,8 @@ async fn concurrent_creates_and_deletes_keep_exact_totals() {
 
 /// For each `(version, writes)` stage: applies the migrations before `version` and runs
 /// `writes` in SQL. Then applies the rest as `app-tier migrate` does, and checks the
-/// totals and that the triggers count from there on.
+/// totals and that the triggers count from there on. The first stage writes
+/// [`OLD_ROWS`].
 async fn migrate_over(stages: &[(i64, &[&str])]) {
     let server = MariaDb::shared();
     let database = server.create_database().await.unwrap();
@@ -228,6 +229,7 @@ async fn migrate_over(stages: &[(i64, &[&str])]) {
         state,
         database,
     };
+    assert_eq!(app.counts().await["amenities"], 3, "OLD_ROWS' amenities");
     assert_exact(&app, "migrated over existing rows").await;
     // And the triggers run from there on.
     app.create("/api/v1/amenities", json!({"name": "Sauna"}))
