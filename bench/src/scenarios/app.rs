@@ -36,9 +36,9 @@ is `bench/peers/gunicorn/app.py`: the same three endpoints, answers and SQL for 
 reads except timestamps (Flask 2.2 + PyMySQL 1.0 under Debian's Gunicorn, `-w N` sync
 workers for N cores, one persistent connection per worker). The peer has MariaDB format
 timestamps (`DATE_FORMAT`), sparing Python the parsing and re-printing of datetime
-objects; app-tier formats the `DATETIME` values itself. `app-tier serve` runs with its defaults (tokio's N worker threads, a pool of up
-to 10 connections). Access
-logs off on both (`RUST_LOG=warn`; Gunicorn logs no access by default).
+objects; app-tier formats the `DATETIME` values itself. `app-tier serve` runs with its
+defaults (tokio's N worker threads, a pool of up to 10 connections). Access logs off on
+both (`RUST_LOG=warn`; Gunicorn logs no access by default).
 `wrk -t2 -c32 --latency` runs 10 s (3 s under `--quick`) after a 1 s warm-up against:
 **list** `GET /api/v1/places?page=1&per_page=20` (20 places along the `(created_at, id)`
 index, which the statement names, each row carrying the total: the sum of the
