@@ -17,12 +17,26 @@
 //! natural back-pressure: nothing is read from the upstream faster than the client
 //! takes it. An idle pooled connection is not polled at all; it is driven once when
 //! taken from the pool, which finishes the previous exchange and notices a close.
+//!
+//! # Wakes from inside the task's own poll
+//! Driving the connection inline means its parts wake each other while the task is
+//! polling them: queueing a request wakes the connection's receiver, and the connection
+//! completing the response wakes the future waiting for it. Each such wake marks the
+//! running task to be polled again, and tokio puts a task woken during its own poll at
+//! the back of the run queue. That extra poll finds nothing to do (measured under wrk:
+//! 2.6 task polls per proxied request where 2 suffice), and when its turn comes it can
+//! take what has since become ready for that connection (the next response, the next
+//! client request) ahead of connections whose events came first. So the connection is
+//! polled with a [`Relay`] waker: a wake that happens while the holder is polling the
+//! connection is noted and answered by polling again at once, and a wake from outside
+//! (the socket became readable, a timer fired) goes to the task as usual. With it, a
+//! proxied request takes 2.0 polls.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -243,10 +257,7 @@ impl Group {
         )
         .await
         .map_err(|_| ConnectError::Timeout)??;
-        Ok(Box::new(Upstream {
-            sender,
-            conn: Some(conn),
-        }))
+        Ok(Box::new(Upstream::new(sender, conn)))
     }
 
     /// Marks a request in flight on peer `i` until the guard drops.
@@ -290,6 +301,8 @@ impl Peer {
         if up.conn.is_none() || up.sender.is_closed() {
             return;
         }
+        // The task that held it is done with it; do not keep that task alive.
+        up.relay.forget();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < cap {
             idle.push(up);
@@ -306,9 +319,48 @@ pub struct Upstream {
     sender: SendRequest<Body>,
     /// `None` once the connection has finished (closed or failed).
     conn: Option<UpstreamConn>,
+    relay: Arc<Relay>,
+    /// `relay` as a waker, made once per connection.
+    waker: Waker,
 }
 
 impl Upstream {
+    fn new(sender: SendRequest<Body>, conn: UpstreamConn) -> Self {
+        let relay = Arc::new(Relay::default());
+        Self {
+            sender,
+            conn: Some(conn),
+            waker: Waker::from(relay.clone()),
+            relay,
+        }
+    }
+
+    /// Polls `f` with the relay as waker, on behalf of the task polling with `cx`: a
+    /// wake from inside `f` means "poll again", which is done here at once (a few
+    /// times at most; then the task is rescheduled as tokio would have).
+    fn inline<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&mut Self, &mut Context<'_>) -> Poll<R>,
+    ) -> Poll<R> {
+        self.relay.register(cx.waker());
+        let waker = self.waker.clone();
+        let mut inner = Context::from_waker(&waker);
+        for _ in 0..4 {
+            self.relay.enter();
+            let res = f(self, &mut inner);
+            if res.is_ready() {
+                self.relay.leave();
+                return res;
+            }
+            if !self.relay.leave() {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Lets the connection do whatever I/O it can without waiting.
     fn drive(&mut self, cx: &mut Context<'_>) {
         if let Some(conn) = &mut self.conn
@@ -322,11 +374,13 @@ impl Upstream {
 
     /// Ready for a request; `Err` if the connection is gone.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        self.drive(cx);
-        if self.conn.is_none() {
-            return Poll::Ready(Err(()));
-        }
-        self.sender.poll_ready(cx).map(|r| r.map_err(drop))
+        self.inline(cx, |up, cx| {
+            up.drive(cx);
+            if up.conn.is_none() {
+                return Poll::Ready(Err(()));
+            }
+            up.sender.poll_ready(cx).map(|r| r.map_err(drop))
+        })
     }
 
     /// Sends `req` and waits for the response head, driving the connection meanwhile.
@@ -336,13 +390,75 @@ impl Upstream {
         &mut self,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
+        // Queueing wakes the connection, which is driven right below anyway.
+        self.relay.enter();
         let fut = self.sender.try_send_request(req);
+        self.relay.leave();
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
-            self.drive(cx);
-            fut.as_mut().poll(cx)
+            self.inline(cx, |up, cx| {
+                up.drive(cx);
+                fut.as_mut().poll(cx)
+            })
         })
         .await
+    }
+}
+
+/// The waker a connection is polled with; see the module docs.
+#[derive(Default)]
+struct Relay {
+    /// The waker of the task holding the connection.
+    task: Mutex<Option<Waker>>,
+    /// [`INSIDE`] and [`MISSED`].
+    state: AtomicU8,
+}
+
+/// The holder is polling the connection.
+const INSIDE: u8 = 1;
+/// A wake came while [`INSIDE`].
+const MISSED: u8 = 2;
+
+impl Relay {
+    fn register(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *task {
+            Some(w) => w.clone_from(waker),
+            None => *task = Some(waker.clone()),
+        }
+    }
+
+    fn forget(&self) {
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn enter(&self) {
+        self.state.store(INSIDE, Ordering::SeqCst);
+    }
+
+    /// Whether a wake came since [`Relay::enter`].
+    fn leave(&self) -> bool {
+        self.state.swap(0, Ordering::SeqCst) & MISSED != 0
+    }
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // One atomic step decides: either the holder is inside and will see MISSED
+        // when it leaves, or it is not and the task is woken.
+        let inside = self
+            .state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s & INSIDE != 0).then_some(s | MISSED)
+            })
+            .is_ok();
+        if !inside && let Some(w) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+            w.wake_by_ref();
+        }
     }
 }
 
@@ -377,14 +493,20 @@ impl HttpBody for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let mut res = Pin::new(&mut this.inner).poll_frame(cx);
-        if res.is_pending()
-            && let Some((up, _, _)) = &mut this.ret
-        {
-            // The body is fed by the connection: let it read, then look again.
-            up.drive(cx);
-            res = Pin::new(&mut this.inner).poll_frame(cx);
-        }
+        let inner = &mut this.inner;
+        let res = match &mut this.ret {
+            Some((up, _, _)) => up.inline(cx, |up, cx| {
+                match Pin::new(&mut *inner).poll_frame(cx) {
+                    // The body is fed by the connection: let it read, then look again.
+                    Poll::Pending => {
+                        up.drive(cx);
+                        Pin::new(&mut *inner).poll_frame(cx)
+                    }
+                    res => res,
+                }
+            }),
+            None => Pin::new(inner).poll_frame(cx),
+        };
         match res {
             Poll::Ready(Some(Ok(f))) => {
                 this.waiting = false;
@@ -462,6 +584,125 @@ mod tests {
             fail_timeout: Duration::from_secs(60),
         };
         Group::new("g", &cfg)
+    }
+
+    /// Counts the wakes of the task that polls with it.
+    #[derive(Default)]
+    struct Wakes {
+        count: AtomicUsize,
+        notify: tokio::sync::Notify,
+    }
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Polls `fut` by hand until it is ready, asserting that no poll wakes its own task
+    /// (which would make tokio poll the task again, out of turn) and that the wakes from
+    /// outside (the upstream's answer arriving) do reach it.
+    async fn poll_alone<F: Future>(fut: F, wakes: &Arc<Wakes>) -> F::Output {
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let before = wakes.count.load(Ordering::SeqCst);
+            let res = fut.as_mut().poll(&mut cx);
+            assert_eq!(
+                wakes.count.load(Ordering::SeqCst),
+                before,
+                "the task was woken from inside its own poll"
+            );
+            if let Poll::Ready(v) = res {
+                return v;
+            }
+            tokio::time::timeout(Duration::from_secs(10), wakes.notify.notified())
+                .await
+                .expect("the upstream's answer never woke the task");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proxied_exchange_wakes_its_task_only_from_outside() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, mut go_rx) = tokio::sync::mpsc::channel::<()>(2);
+        // One connection, two exchanges; each answer waits for the test's go.
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the proxy closed the connection");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                go_rx.recv().await.unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+            s
+        });
+        let mut g = group(Balance::RoundRobin, &[1], 1);
+        Arc::get_mut(&mut g.peers[0]).unwrap().addr = addr;
+        for round in 0..2 {
+            let wakes = Arc::new(Wakes::default());
+            // The second round takes the pooled connection: its first poll finishes the
+            // previous exchange, and queueing the request wakes the connection.
+            let mut up = poll_alone(g.connection(0), &wakes).await.unwrap();
+            if round == 1 {
+                assert_eq!(
+                    g.peers[0].idle.lock().unwrap().len(),
+                    0,
+                    "not the pooled one"
+                );
+            }
+            let req = Request::get("/x")
+                .header(http::header::HOST, "up")
+                .body(crate::body::empty())
+                .unwrap();
+            let send = up.send(req);
+            let sent = {
+                let mut send = std::pin::pin!(send);
+                let waker = Waker::from(wakes.clone());
+                let mut cx = Context::from_waker(&waker);
+                let before = wakes.count.load(Ordering::SeqCst);
+                assert!(send.as_mut().poll(&mut cx).is_pending());
+                assert_eq!(
+                    wakes.count.load(Ordering::SeqCst),
+                    before,
+                    "queueing the request woke its own task"
+                );
+                go_tx.send(()).await.unwrap();
+                poll_alone(send, &wakes).await
+            };
+            let (_, body) = sent.unwrap().into_parts();
+            let guard = g.begin(0);
+            let mut body = g.response_body(0, body, up, guard);
+            let mut bytes = Vec::new();
+            while let Some(frame) = poll_alone(
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)),
+                &wakes,
+            )
+            .await
+            {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            assert_eq!(bytes, b"ok");
+            drop(body);
+            assert_eq!(g.peers[0].idle.lock().unwrap().len(), 1, "not pooled again");
+        }
+        drop(server.await.unwrap());
     }
 
     #[test]
