@@ -27,6 +27,10 @@ One network namespace of its own, everything on 127.0.0.1. Debian's nginx 1.22 a
 `web-tier` binary serve the same directory (a 1 KiB and a 100 KiB file) and proxy
 `/proxy/` to the same upstream, with keep-alive to it on both (nginx: `upstream` with
 `keepalive 32`, `proxy_http_version 1.1`, `Connection \"\"`; web-tier: `keepalive = 32`).
+Both send the upstream the same request: the client's `Host`, and `X-Forwarded-For`,
+`X-Real-IP` and `X-Forwarded-Proto`, which web-tier always sets and nginx sets with the
+usual `proxy_set_header` lines (122 bytes from either here; without those lines nginx
+would send 35).
 Same worker count: nginx `worker_processes 1` (plus its idle master), web-tier with
 `TOKIO_WORKER_THREADS=1` (plus tokio's blocking pool, which serves file reads on a cache
 miss). Access logs off on both. nginx keeps its usual `sendfile on`; web-tier runs with
@@ -44,6 +48,11 @@ the run, divided by the requests served; the upstream's and wrk's time is not co
 The client (wrk) CPU share is wrk's own user + system time over the run, in percent of
 the one core it has here: near 100%, wrk is the bound and the row compares how much
 client work each server's responses cause, not the servers' speed (100 KiB responses).
+The proxied request is measured twice. With 50 connections, more requests can be in
+flight than the 32 idle upstream connections either server keeps, and the servers open
+new ones: measured with `nstat` here, nginx one per six requests, web-tier one per
+eighty. With 10 connections (`-c10`) that drops to one per forty and one per five
+hundred, and the row compares mostly the proxying itself.
 Target (from the issue): at least nginx's req/s and at most its p99 on every row.",
     pinned: false,
     run,
@@ -53,11 +62,14 @@ const NGINX_PORT: u16 = 8081;
 const WEB_PORT: u16 = 8082;
 const UPSTREAM_PORT: u16 = 8090;
 
-/// The rows: label and request path.
-const ROWS: [(&str, &str); 3] = [
-    ("1 KiB", "/1k.bin"),
-    ("100 KiB", "/100k.bin"),
-    ("proxied", "/proxy/x"),
+/// The rows: label, request path and wrk's connection count.
+const ROWS: [(&str, &str, u32); 4] = [
+    ("1 KiB", "/1k.bin", 50),
+    ("100 KiB", "/100k.bin", 50),
+    ("proxied", "/proxy/x", 50),
+    // Fewer requests in flight than the upstream pools hold: no connection churn on
+    // either side, so this row compares the proxying itself.
+    ("proxied, 10 conns", "/proxy/x", 10),
 ];
 
 /// User + system clock ticks of `pid` (all its threads), from `/proc/<pid>/stat`.
@@ -193,7 +205,11 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
         &format!(
             "  upstream up {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 32; }}\n\
              server {{\n    listen 127.0.0.1:{NGINX_PORT};\n    root {www_s};\n    location / {{ }}\n\
-             location /proxy/ {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}"
+             location /proxy/ {{ proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+               proxy_set_header Host $http_host;\n\
+               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+               proxy_set_header X-Real-IP $remote_addr;\n\
+               proxy_set_header X-Forwarded-Proto $scheme; }}\n  }}"
         ),
     )?;
     let nginx_pid = nginx.pid();
@@ -250,20 +266,21 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     let dur = format!("-d{secs}s");
     // One wrk thread per core it is pinned to.
     let threads = format!("-t{}", other_cpus.split(',').count());
-    let measure = |who: &str, port: u16, pids: &dyn Fn() -> Vec<u32>, path: &str| {
+    let measure = |who: &str, port: u16, pids: &dyn Fn() -> Vec<u32>, path: &str, conns: u32| {
         let url = format!("http://127.0.0.1:{port}{path}");
+        let conns = format!("-c{conns}");
         if !ctx.quick {
-            wrk_run(&prefix, &[&threads, "-c50", "-d1s"], &url)?;
+            wrk_run(&prefix, &[&threads, &conns, "-d1s"], &url)?;
         }
         let p = pids();
         let before = ticks_of(&p);
         let (client0, t0) = (children_cpu_secs(), Instant::now());
-        let (w, out) = wrk_run(&prefix, &[&threads, "-c50", &dur], &url)?;
+        let (w, out) = wrk_run(&prefix, &[&threads, &conns, &dur], &url)?;
         // wrk's share of its core: near 100%, the client is the bound, not the server.
         let client = 100.0 * (children_cpu_secs() - client0) / t0.elapsed().as_secs_f64();
         let cpu = us_per_request(ticks_of(&p).saturating_sub(before), w.requests);
         ctx.progress(format!(
-            "{who} {path}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {cpu:.1} us server CPU/request, \
+            "{who} {path} ({conns}): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {cpu:.1} us server CPU/request, \
              wrk at {client:.0}% of its core{}",
             w.rps,
             w.p50_ms,
@@ -274,10 +291,15 @@ fn run(ctx: &mut Ctx) -> anyhow::Result<Vec<Row>> {
     };
 
     let mut rows = Vec::new();
-    for (label, path) in ROWS {
-        let (n, n_cpu, n_client) =
-            measure("nginx", NGINX_PORT, &|| with_children(nginx_pid), path)?;
-        let (w, w_cpu, w_client) = measure("web-tier", WEB_PORT, &|| vec![web_pid], path)?;
+    for (label, path, conns) in ROWS {
+        let (n, n_cpu, n_client) = measure(
+            "nginx",
+            NGINX_PORT,
+            &|| with_children(nginx_pid),
+            path,
+            conns,
+        )?;
+        let (w, w_cpu, w_client) = measure("web-tier", WEB_PORT, &|| vec![web_pid], path, conns)?;
         rows.push(
             Row::new(format!("{label} req/s"), w.rps, "req/s")
                 .vs("nginx", n.rps)
