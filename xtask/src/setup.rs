@@ -69,7 +69,17 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("python3-flask", "app-tier benchmark peer"),
     ("python3-pymysql", "app-tier benchmark peer"),
+    (
+        "python3-venv",
+        "a private Python environment for REDbot (the HTTP checker web-tier's tests run)",
+    ),
 ];
+
+/// REDbot, the HTTP lint web-tier's tests run against its static files. It is not
+/// packaged by Debian, so it comes from PyPI into a virtual environment of its own;
+/// `web-tier/tests/redbot.rs` looks for it here.
+const REDBOT_VENV: &str = "/opt/lb-redbot";
+const REDBOT_VERSION: &str = "2.7.1";
 
 const BPF_LINKER_VERSION: &str = "0.10.0";
 /// rustup name under which Debian's toolchain is linked (lb-userspace/build.rs uses it).
@@ -166,6 +176,30 @@ pub fn run(check_only: bool) -> anyhow::Result<()> {
         }
     }
 
+    if !redbot_ok() {
+        if check_only {
+            missing.push(format!("REDbot {REDBOT_VERSION} in {REDBOT_VENV}"));
+        } else {
+            println!("==> REDbot {REDBOT_VERSION} from PyPI into {REDBOT_VENV}");
+            run_checked(
+                Command::new("python3").args(["-m", "venv", "--clear", REDBOT_VENV]),
+                "creating REDbot's virtual environment",
+            )?;
+            run_checked(
+                Command::new(format!("{REDBOT_VENV}/bin/pip")).args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    &format!("redbot=={REDBOT_VERSION}"),
+                ]),
+                "pip install redbot",
+            )?;
+            done.push(format!(
+                "installed REDbot {REDBOT_VERSION} in {REDBOT_VENV}"
+            ));
+        }
+    }
+
     if !bpffs_mounted() {
         if check_only {
             missing.push("bpffs at /sys/fs/bpf".into());
@@ -206,6 +240,16 @@ fn bpf_linker_ok() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+}
+
+fn redbot_ok() -> bool {
+    Command::new(format!("{REDBOT_VENV}/bin/python"))
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('redbot'))",
+        ])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == REDBOT_VERSION)
 }
 
 fn toolchain_linked() -> bool {
