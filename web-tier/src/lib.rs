@@ -11,6 +11,7 @@
 //! - [`conditional`]: the pure HTTP rules for conditional and range requests.
 //! - [`proxy`]: forwarding, header rewriting, retries and error classes.
 //! - [`upstream`]: groups, balancing, passive health, keep-alive pools.
+//! - [`h1client`]: the lean HTTP/1.1 client for proxied requests without a body.
 //! - [`logs`]: the combined-format access log and the JSON error log.
 //! - [`body`]: the response body type shared by all handlers.
 //!
@@ -27,6 +28,7 @@ pub mod body;
 pub mod conditional;
 pub mod config;
 pub mod file_cache;
+pub mod h1client;
 pub mod logs;
 pub mod proxy;
 pub mod sendfile;

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
+use crate::h1client;
 use crate::logs::{ErrorLog, Level};
 use crate::upstream::Group;
 
@@ -259,6 +260,7 @@ pub async fn forward(
     let method = parts.method;
 
     let has_body = !incoming.is_end_stream();
+    let lean = h1client::handles(&method, has_body);
     let mut shared = None;
     let mut body = if has_body {
         let state = Arc::new(BodyState::default());
@@ -288,14 +290,19 @@ pub async fn forward(
         *r.headers_mut() = headers;
         r
     };
-    // A sent request is only sent again to another server: keep its headers for that
-    // only when there is one to go to.
-    let spare = (replayable && group.peers.len() > 1).then(|| headers.clone());
+    // The lean client borrows the fields for every try. hyper's takes a request: a sent
+    // one is only sent again to another server, so its headers are kept for that only
+    // when there is one to go to.
+    let spare = (!lean && replayable && group.peers.len() > 1).then(|| headers.clone());
     // A request in hand that has not been sent yet (None once a body was consumed).
-    let mut pending: Option<Request<Body>> = Some(build(
-        headers,
-        body.take().unwrap_or_else(crate::body::empty),
-    ));
+    let mut pending: Option<Request<Body>> = if lean {
+        None
+    } else {
+        Some(build(
+            std::mem::take(&mut headers),
+            body.take().unwrap_or_else(crate::body::empty),
+        ))
+    };
 
     let mut tried: Vec<usize> = Vec::new();
     let mut last = StatusCode::BAD_GATEWAY;
@@ -309,9 +316,25 @@ pub async fn forward(
             break;
         };
         let peer = group.peers[i].addr;
-        let mut up = match group.connection(i).await {
-            Ok(s) => s,
-            Err(e) => {
+        let attempt = if lean {
+            lean_attempt(&group, i, &method, &uri, &headers).await
+        } else {
+            let req = match (pending.take(), &spare) {
+                (Some(r), _) => Some(r),
+                (None, Some(h)) => Some(build(h.clone(), crate::body::empty())),
+                (None, None) => None,
+            };
+            match req {
+                Some(req) => hyper_attempt(&group, i, req, state, &mut pending).await,
+                None => break,
+            }
+        };
+        match attempt {
+            Attempt::Answer(resp) => return Ok(resp),
+            Attempt::ClientFault(status) => return Err(ProxyError(status)),
+            // Same server or next, the request is intact.
+            Attempt::Unsent => continue,
+            Attempt::ConnectFailed(e) => {
                 tried.push(i);
                 last = match e {
                     crate::upstream::ConnectError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -331,32 +354,7 @@ pub async fn forward(
                 );
                 continue;
             }
-        };
-        let req = match (pending.take(), &spare) {
-            (Some(r), _) => r,
-            (None, Some(h)) => build(h.clone(), crate::body::empty()),
-            (None, None) => break,
-        };
-        let guard = group.begin(i);
-        let outcome = wait_with_progress(up.send(req), group.read_timeout, state).await;
-        match outcome {
-            Some(Ok(resp)) => {
-                group.record_success(i);
-                let (mut rparts, rbody) = resp.into_parts();
-                strip_hop_by_hop(&mut rparts.headers);
-                let body = group.response_body(i, rbody, up, guard);
-                return Ok(Response::from_parts(rparts, Body::new(body)));
-            }
-            Some(Err(mut e)) => {
-                if let Some(status) = state.fault_status() {
-                    return Err(ProxyError(status));
-                }
-                if let Some(unsent) = e.take_message() {
-                    // The connection died before our request went out: same server or
-                    // next, the request is intact.
-                    pending = Some(unsent);
-                    continue;
-                }
+            Attempt::Failed(e) => {
                 tried.push(i);
                 last = StatusCode::BAD_GATEWAY;
                 let down = group.record_failure(i);
@@ -366,17 +364,14 @@ pub async fn forward(
                     &[
                         ("upstream", &group.name),
                         ("peer", &peer),
-                        ("error", e.error()),
+                        ("error", &e),
                         ("marked_down", &down),
                         ("method", &method),
                         ("client", &client.remote),
                     ],
                 );
             }
-            None => {
-                if let Some(status) = state.fault_status() {
-                    return Err(ProxyError(status));
-                }
+            Attempt::TimedOut => {
                 tried.push(i);
                 last = StatusCode::GATEWAY_TIMEOUT;
                 let down = group.record_failure(i);
@@ -406,6 +401,93 @@ pub async fn forward(
         );
     }
     Err(ProxyError(last))
+}
+
+/// How one try on one server went.
+enum Attempt {
+    Answer(Response<Body>),
+    /// The client's own body was too large, too slow or malformed: not the upstream's
+    /// fault.
+    ClientFault(StatusCode),
+    /// The connection failed before the request left: try again, same server or next.
+    Unsent,
+    ConnectFailed(crate::upstream::ConnectError),
+    /// Sent, then the exchange failed.
+    Failed(BoxError),
+    TimedOut,
+}
+
+/// One try through the lean client (requests without a body).
+async fn lean_attempt(
+    group: &Group,
+    i: usize,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Attempt {
+    let mut conn = match group.lean_connection(i).await {
+        Ok(c) => c,
+        Err(e) => return Attempt::ConnectFailed(e),
+    };
+    let guard = group.begin(i);
+    let reused = conn.reused();
+    let outcome = tokio::time::timeout(group.read_timeout, conn.send(method, uri, headers)).await;
+    match outcome {
+        Ok(Ok(head)) => {
+            group.record_success(i);
+            let body = group.lean_body(i, &head, conn, guard);
+            let (mut parts, ()) = head.response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Attempt::Answer(Response::from_parts(parts, Body::new(body)))
+        }
+        Ok(Err(h1client::SendError::Unsent(_))) => Attempt::Unsent,
+        // Every method the lean client takes is idempotent (see `h1client::handles`).
+        Ok(Err(h1client::SendError::Closed)) if reused => Attempt::Unsent,
+        Ok(Err(e)) => Attempt::Failed(e.into()),
+        Err(_) => Attempt::TimedOut,
+    }
+}
+
+/// One try through hyper's client (requests with a body, or methods that may have
+/// one). A request that never left comes back in `pending`.
+async fn hyper_attempt(
+    group: &Group,
+    i: usize,
+    req: Request<Body>,
+    state: &BodyState,
+    pending: &mut Option<Request<Body>>,
+) -> Attempt {
+    let mut up = match group.connection(i).await {
+        Ok(s) => s,
+        Err(e) => {
+            *pending = Some(req);
+            return Attempt::ConnectFailed(e);
+        }
+    };
+    let guard = group.begin(i);
+    match wait_with_progress(up.send(req), group.read_timeout, state).await {
+        Some(Ok(resp)) => {
+            group.record_success(i);
+            let (mut rparts, rbody) = resp.into_parts();
+            strip_hop_by_hop(&mut rparts.headers);
+            let body = group.response_body(i, rbody, up, guard);
+            Attempt::Answer(Response::from_parts(rparts, Body::new(body)))
+        }
+        Some(Err(mut e)) => {
+            if let Some(status) = state.fault_status() {
+                return Attempt::ClientFault(status);
+            }
+            if let Some(unsent) = e.take_message() {
+                *pending = Some(unsent);
+                return Attempt::Unsent;
+            }
+            Attempt::Failed(e.into_error().into())
+        }
+        None => match state.fault_status() {
+            Some(status) => Attempt::ClientFault(status),
+            None => Attempt::TimedOut,
+        },
+    }
 }
 
 /// Waits for the response head; `None` on read timeout. The timer restarts while the

@@ -7,6 +7,10 @@
 //! `try_send_request` hands it back when a pooled connection died before sending. That is
 //! what lets a POST be retried after a refused connect but never after it was sent.
 //!
+//! Requests without a body (`GET`, `HEAD`, `OPTIONS`, `DELETE`) do not use hyper's
+//! client at all but the lean one in [`crate::h1client`], with a pool of its own per
+//! server (up to `keepalive` idle connections each).
+//!
 //! # Who drives a connection
 //! hyper's client connection is a future that does the actual reading and writing. It
 //! is not spawned as a task of its own: the request that holds the connection drives
@@ -51,6 +55,7 @@ use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
 use crate::config::{Balance, UpstreamGroup};
+use crate::h1client;
 
 /// A running upstream group.
 pub struct Group {
@@ -84,6 +89,8 @@ pub struct Peer {
                   the box makes each move a pointer copy"
     )]
     idle: Mutex<Vec<Box<Upstream>>>,
+    /// Idle connections of the lean client ([`crate::h1client`]), a pool of their own.
+    lean_idle: Mutex<Vec<h1client::Conn>>,
 }
 
 #[derive(Default)]
@@ -123,6 +130,7 @@ impl Group {
                         active: AtomicUsize::new(0),
                         health: Mutex::new(Health::default()),
                         idle: Mutex::new(Vec::new()),
+                        lean_idle: Mutex::new(Vec::new()),
                     })
                 })
                 .collect(),
@@ -260,6 +268,46 @@ impl Group {
         Ok(Box::new(Upstream::new(sender, conn)))
     }
 
+    /// A connection to peer `i` for the lean client: a pooled one that is still open,
+    /// else a new one.
+    pub async fn lean_connection(&self, i: usize) -> Result<h1client::Conn, ConnectError> {
+        let peer = &self.peers[i];
+        loop {
+            let pooled = peer
+                .lean_idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop();
+            let Some(mut c) = pooled else { break };
+            if c.alive() {
+                return Ok(c);
+            }
+        }
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        stream.set_nodelay(true)?;
+        Ok(h1client::Conn::new(stream))
+    }
+
+    /// The body of a lean exchange's answer, returning `conn` to peer `i`'s pool at its
+    /// end.
+    pub fn lean_body(
+        &self,
+        i: usize,
+        head: &h1client::Head,
+        conn: h1client::Conn,
+        guard: ActiveGuard,
+    ) -> h1client::LeanBody {
+        head.body(
+            conn,
+            self.peers[i].clone(),
+            self.keepalive,
+            self.read_timeout,
+            guard,
+        )
+    }
+
     /// Marks a request in flight on peer `i` until the guard drops.
     pub fn begin(&self, i: usize) -> ActiveGuard {
         self.peers[i].active.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +340,23 @@ impl Group {
 }
 
 impl Peer {
+    /// Idle lean connections pooled for this server.
+    #[cfg(test)]
+    pub(crate) fn lean_idle_len(&self) -> usize {
+        self.lean_idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Pools an idle lean connection (at most `cap` per server).
+    pub(crate) fn lean_checkin(&self, conn: h1client::Conn, cap: usize) {
+        let mut idle = self.lean_idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < cap {
+            idle.push(conn);
+        }
+    }
+
     fn available(&self, now: impl FnOnce() -> Instant) -> bool {
         let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         h.down_until.is_none_or(|t| now() >= t)

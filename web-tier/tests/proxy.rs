@@ -372,8 +372,8 @@ fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUs
     let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = conns.clone();
     std::thread::spawn(move || {
-        // Two connections are all the test makes; then the thread ends.
-        for stream in listener.incoming().take(2) {
+        // Four connections are all the test makes; then the thread ends.
+        for stream in listener.incoming().take(4) {
             let Ok(mut s) = stream else { return };
             seen.fetch_add(1, Ordering::SeqCst);
             std::thread::spawn(move || {
@@ -398,16 +398,68 @@ fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUs
 fn pooled_connection_closed_by_the_upstream_is_not_used() {
     let (addr, conns) = closing_upstream();
     let web = Web::start(&config(&[(addr, 1)], ""), &[]);
-    let r = get(&web, "/api/one");
-    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
-    // The upstream closes the pooled connection meanwhile; nothing polls it while idle,
-    // so it is found closed when taken from the pool, and a new one is made. A POST is
-    // safe too: it never went out on the dead connection.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let r = send(
-        &web,
-        "POST /api/two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
-    );
-    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    // Requests without a body (the lean client's pool), then with one (hyper's pool).
+    let requests = [
+        "GET /api/one HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /api/two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "POST /api/three HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /api/four HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    ];
+    for (i, req) in requests.iter().enumerate() {
+        let r = send(&web, req);
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+        // The upstream closes the pooled connection meanwhile; nothing polls it while
+        // idle, so it is found closed when taken from the pool, and a new one is made.
+        // A POST is safe too: it never went out on the dead connection.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(conns.load(Ordering::SeqCst), i + 1, "request {i}");
+    }
+}
+
+/// An upstream that answers the first request on each connection and closes the
+/// connection when the second arrives, without answering: the race in which a pooled
+/// connection is closed by the upstream just as a request goes out on it.
+fn racing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = conns.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(mut s) = stream else { return };
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                for answer in [true, false] {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if answer {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                }
+                // Dropping the stream closes the connection with the request unanswered.
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[test]
+fn a_get_whose_pooled_connection_closes_unanswered_is_sent_again() {
+    let (addr, conns) = racing_upstream();
+    // One server, so a retry can only be on the same one.
+    let web = Web::start(&config(&[(addr, 1)], ""), &[]);
+    for i in 0..2 {
+        let r = get(&web, "/api/x");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
     assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // Not counted against the server.
+    let log = common::read_string(&web.path("error.log"));
+    assert!(!log.contains("upstream request failed"), "{log}");
 }
