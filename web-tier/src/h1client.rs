@@ -36,10 +36,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 
 use crate::body::BoxError;
-use crate::upstream::{ActiveGuard, Peer};
+use crate::upstream::{ActiveGuard, Peer, ReadTimer};
 
 /// Longest response head accepted (nginx's `proxy_buffer_size` is 4 or 8 KiB by default).
 const MAX_HEAD: usize = 64 << 10;
@@ -240,9 +239,7 @@ impl Head {
             },
             keep: self.keep,
             pool: Some((peer, cap)),
-            read_timeout,
-            sleep: None,
-            waiting: false,
+            timer: ReadTimer::new(read_timeout),
             _guard: guard,
         }
     }
@@ -356,11 +353,7 @@ pub struct LeanBody {
     keep: bool,
     /// Where the connection goes back at the end.
     pool: Option<(Arc<Peer>, usize)>,
-    read_timeout: Duration,
-    /// The read timer, made on the first wait.
-    sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether the timer runs for the current wait.
-    waiting: bool,
+    timer: ReadTimer,
     _guard: ActiveGuard,
 }
 
@@ -472,7 +465,7 @@ impl HttpBody for LeanBody {
         loop {
             if let Some(ready) = this.decode() {
                 if matches!(ready, Poll::Ready(Some(Ok(_)))) {
-                    this.waiting = false;
+                    this.timer.progress();
                 }
                 return ready;
             }
@@ -504,14 +497,7 @@ impl HttpBody for LeanBody {
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Poll::Pending => {
-                    let timeout = this.read_timeout;
-                    let sleep = this
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                    if !std::mem::replace(&mut this.waiting, true) {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
-                    }
-                    if sleep.as_mut().poll(cx).is_ready() {
+                    if this.timer.expired(cx) {
                         return this.fail("upstream read timed out");
                     }
                     return Poll::Pending;

@@ -326,9 +326,7 @@ impl Group {
         UpstreamBody {
             inner: body,
             ret: Some((up, self.peers[i].clone(), self.keepalive)),
-            read_timeout: self.read_timeout,
-            sleep: None,
-            waiting: false,
+            timer: ReadTimer::new(self.read_timeout),
             _guard: guard,
         }
     }
@@ -541,12 +539,45 @@ pub struct UpstreamBody {
     inner: Incoming,
     /// The connection, to drive while the body is read and to pool once it is done.
     ret: Option<(Box<Upstream>, Arc<Peer>, usize)>,
-    read_timeout: Duration,
-    /// The read timer, made on the first wait: a small body often never waits.
+    timer: ReadTimer,
+    _guard: ActiveGuard,
+}
+
+/// The read timeout between two reads of an upstream's body.
+pub(crate) struct ReadTimer {
+    timeout: Duration,
+    /// Made on the first wait: a small body often never waits.
     sleep: Option<Pin<Box<Sleep>>>,
     /// Whether the timer runs for the current wait (a frame ends the wait).
     waiting: bool,
-    _guard: ActiveGuard,
+}
+
+impl ReadTimer {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// Something arrived: the next wait starts a new timeout.
+    pub(crate) fn progress(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Called when a read would wait: starts the timeout if this wait is new, and says
+    /// whether it has run out.
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if !std::mem::replace(&mut self.waiting, true) {
+            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl HttpBody for UpstreamBody {
@@ -574,7 +605,7 @@ impl HttpBody for UpstreamBody {
         };
         match res {
             Poll::Ready(Some(Ok(f))) => {
-                this.waiting = false;
+                this.timer.progress();
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -588,14 +619,7 @@ impl HttpBody for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let timeout = this.read_timeout;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if !std::mem::replace(&mut this.waiting, true) {
-                    sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
+                if this.timer.expired(cx) {
                     // Dropping the connection with the half-read body closes it.
                     this.ret = None;
                     return Poll::Ready(Some(Err("upstream read timed out".into())));

@@ -364,34 +364,50 @@ fn body_limits_give_413_and_slow_bodies_408() {
     assert_eq!(get(&web, "/api/echo").status, 200);
 }
 
-/// An upstream that answers one request per connection with keep-alive, then closes the
-/// connection shortly after (a short upstream `keepalive_timeout`).
-fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// A raw upstream for `n` connections, each handled by `serve` on a thread of its own.
+/// Returns the address and the count of connections accepted.
+fn raw_upstream(
+    n: usize,
+    serve: fn(std::net::TcpStream),
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = conns.clone();
     std::thread::spawn(move || {
-        // Four connections are all the test makes; then the thread ends.
-        for stream in listener.incoming().take(4) {
-            let Ok(mut s) = stream else { return };
+        // The connections the test makes; then the thread ends.
+        for stream in listener.incoming().take(n) {
+            let Ok(s) = stream else { return };
             seen.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                // Dropping the stream closes the idle connection.
-            });
+            std::thread::spawn(move || serve(s));
         }
     });
     (addr, conns)
+}
+
+/// Reads one request head; false if the connection ended first.
+fn read_head(s: &mut std::net::TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// An upstream that answers one request per connection with keep-alive, then closes the
+/// connection shortly after (a short upstream `keepalive_timeout`).
+fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    raw_upstream(4, |mut s| {
+        if read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // Dropping the stream closes the idle connection.
+    })
 }
 
 #[test]
@@ -420,33 +436,13 @@ fn pooled_connection_closed_by_the_upstream_is_not_used() {
 /// connection when the second arrives, without answering: the race in which a pooled
 /// connection is closed by the upstream just as a request goes out on it.
 fn racing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = conns.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(2) {
-            let Ok(mut s) = stream else { return };
-            seen.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                for answer in [true, false] {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    if answer {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                    }
-                }
-                // Dropping the stream closes the connection with the request unanswered.
-            });
+    raw_upstream(2, |mut s| {
+        if read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            read_head(&mut s);
         }
-    });
-    (addr, conns)
+        // Dropping the stream closes the connection with the request unanswered.
+    })
 }
 
 #[test]
