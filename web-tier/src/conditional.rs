@@ -1,5 +1,6 @@
 //! Pure HTTP semantics for static responses: conditional requests (RFC 9110 §13),
-//! range requests (RFC 9110 §14) and content-coding negotiation (§12.5.3).
+//! range requests (RFC 9110 §14) and content-coding negotiation (§12.5.3), plus the
+//! list syntax of header fields (§5.6.1), which the proxy reads too.
 //!
 //! Kept free of I/O so the whole matrix is unit-tested here; the static handler only
 //! feeds in the request headers and the representation's validators.
@@ -7,7 +8,7 @@
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderMap, HeaderName, Method, header};
 
 /// The validators of the selected representation.
 pub struct Validators<'a> {
@@ -241,29 +242,37 @@ pub fn parse_range(header: &str, len: u64) -> Ranges {
     Ranges::Satisfiable(out)
 }
 
+/// The items of a comma-separated list field (RFC 9110 §5.6.1), across all its lines:
+/// trimmed, empty ones left out, lines that are not visible ASCII skipped.
+pub fn list_items(h: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    h.get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// Does `Accept-Encoding` allow `coding` (q > 0, explicitly or through `*`)?
 pub fn accepts_encoding(h: &HeaderMap, coding: &str) -> bool {
     let mut star = None;
-    for value in h.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let mut parts = item.split(';');
-            let name = parts.next().unwrap_or("").trim();
-            let q = parts
-                .filter_map(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .or_else(|| p.trim().strip_prefix("Q="))
-                })
-                .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
-                .next()
-                .unwrap_or(1.0);
-            if name.eq_ignore_ascii_case(coding) {
-                return q > 0.0;
-            }
-            if name == "*" {
-                star = Some(q > 0.0);
-            }
+    for item in list_items(h, header::ACCEPT_ENCODING) {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+            })
+            .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+            .next()
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case(coding) {
+            return q > 0.0;
+        }
+        if name == "*" {
+            star = Some(q > 0.0);
         }
     }
     star.unwrap_or(false)

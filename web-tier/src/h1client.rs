@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::conditional::list_items;
 use crate::upstream::{ActiveGuard, Peer, ReadTimer};
 
 /// Longest response head accepted (nginx's `proxy_buffer_size` is 4 or 8 KiB by default).
@@ -83,14 +84,6 @@ pub enum SendError {
     Malformed(&'static str),
 }
 
-/// How the answer's body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    Close,
-}
-
 impl Conn {
     /// A new connection.
     pub fn new(io: TcpStream) -> Self {
@@ -128,7 +121,7 @@ impl Conn {
     }
 
     /// Sends a request without a body and reads the answer's head. The body is read by
-    /// the returned [`LeanBody`]'s maker ([`Conn::body`]).
+    /// the [`LeanBody`] that [`Head::body`] makes.
     pub async fn send(
         &mut self,
         method: &Method,
@@ -197,13 +190,13 @@ impl Conn {
             }
             let http11 = r.version == Some(1);
             self.buf.advance(len);
-            let (framing, keep) = framing(method, status, &map, http11)?;
+            let (state, keep) = framing(method, status, &map, http11)?;
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.headers_mut() = map;
             return Ok(Some(Head {
                 response,
-                framing,
+                state,
                 keep,
             }));
         }
@@ -214,7 +207,8 @@ impl Conn {
 pub struct Head {
     /// Status and header fields (hop-by-hop ones still in).
     pub response: Response<()>,
-    framing: Option<Framing>,
+    /// Where reading the body starts.
+    state: State,
     keep: bool,
 }
 
@@ -231,12 +225,7 @@ impl Head {
     ) -> LeanBody {
         LeanBody {
             conn: Some(conn),
-            state: match self.framing {
-                None => State::Done,
-                Some(Framing::Length(n)) => State::Length(n),
-                Some(Framing::Chunked) => State::Chunk(Chunk::Size),
-                Some(Framing::Close) => State::Close,
-            },
+            state: self.state,
             keep: self.keep,
             pool: Some((peer, cap)),
             timer: ReadTimer::new(read_timeout),
@@ -263,41 +252,33 @@ fn encode(method: &Method, uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
     v
 }
 
-/// The body's framing (`None`: no body) and whether the connection may be reused after
-/// it (RFC 9112 §6.3 and §9.3).
+/// How the body is delimited, as the state reading it starts in ([`State::Done`]: no
+/// body), and whether the connection may be reused after it (RFC 9112 §6.3 and §9.3).
 fn framing(
     method: &Method,
     status: StatusCode,
     h: &HeaderMap,
     http11: bool,
-) -> Result<(Option<Framing>, bool), SendError> {
-    let tokens = |name| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-    };
+) -> Result<(State, bool), SendError> {
     let mut keep = if http11 {
-        !tokens(header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
+        !list_items(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
     } else {
-        tokens(header::CONNECTION).any(|t| t.eq_ignore_ascii_case("keep-alive"))
+        list_items(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("keep-alive"))
     };
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok((None, keep));
+        return Ok((State::Done, keep));
     }
     if h.contains_key(header::TRANSFER_ENCODING) {
         // With both, Transfer-Encoding wins and the connection is not trusted again.
         if h.contains_key(header::CONTENT_LENGTH) {
             keep = false;
         }
-        return Ok(match tokens(header::TRANSFER_ENCODING).next_back() {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => (Some(Framing::Chunked), keep),
-            _ => (Some(Framing::Close), false),
+        return Ok(match list_items(h, header::TRANSFER_ENCODING).last() {
+            Some(t) if t.eq_ignore_ascii_case("chunked") => (State::Chunk(Chunk::Size), keep),
+            _ => (State::Close, false),
         });
     }
     let mut length = None;
@@ -318,15 +299,19 @@ fn framing(
         }
     }
     Ok(match length {
-        Some(n) => (Some(Framing::Length(n)), keep),
-        None => (Some(Framing::Close), false),
+        Some(n) => (State::Length(n), keep),
+        None => (State::Close, false),
     })
 }
 
+/// Where reading a body stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// This many bytes left of a `Content-Length` body.
     Length(u64),
+    /// Inside a chunked body.
     Chunk(Chunk),
+    /// The body runs until the upstream closes.
     Close,
     Done,
 }
@@ -375,10 +360,11 @@ impl LeanBody {
         }
     }
 
-    fn fail(&mut self, msg: &'static str) -> FramePoll {
+    /// The body failed: the connection is dropped (closed) and the body ends.
+    fn fail(&mut self, err: impl Into<BoxError>) -> FramePoll {
         self.conn = None;
         self.state = State::Done;
-        Poll::Ready(Some(Err(msg.into())))
+        Poll::Ready(Some(Err(err.into())))
     }
 
     /// Decodes what the buffer holds: a data frame, the end, or `None` (read more).
@@ -491,11 +477,7 @@ impl HttpBody for LeanBody {
                         return this.fail("the upstream closed the connection inside the body");
                     }
                 }
-                Poll::Ready(Err(e)) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+                Poll::Ready(Err(e)) => return this.fail(e),
                 Poll::Pending => {
                     if this.timer.expired(cx) {
                         return this.fail("upstream read timed out");
@@ -827,11 +809,11 @@ mod tests {
         };
         assert_eq!(
             f(&get, ok, &[("content-length", "5")], true),
-            Ok((Some(Framing::Length(5)), true))
+            Ok((State::Length(5), true))
         );
         assert_eq!(
             f(&get, ok, &[("content-length", "5, 5")], true),
-            Ok((Some(Framing::Length(5)), true))
+            Ok((State::Length(5), true))
         );
         assert!(f(&get, ok, &[("content-length", "5, 6")], true).is_err());
         assert!(
@@ -847,7 +829,7 @@ mod tests {
         assert!(f(&get, ok, &[("content-length", "")], true).is_err());
         assert_eq!(
             f(&get, ok, &[("transfer-encoding", "gzip, chunked")], true),
-            Ok((Some(Framing::Chunked), true))
+            Ok((State::Chunk(Chunk::Size), true))
         );
         // Both: chunked wins, and the connection is not reused.
         assert_eq!(
@@ -857,18 +839,21 @@ mod tests {
                 &[("transfer-encoding", "chunked"), ("content-length", "5")],
                 true
             ),
-            Ok((Some(Framing::Chunked), false))
+            Ok((State::Chunk(Chunk::Size), false))
         );
         assert_eq!(
             f(&get, ok, &[("transfer-encoding", "gzip")], true),
-            Ok((Some(Framing::Close), false))
+            Ok((State::Close, false))
         );
-        assert_eq!(f(&get, ok, &[], true), Ok((Some(Framing::Close), false)));
+        assert_eq!(f(&get, ok, &[], true), Ok((State::Close, false)));
         assert_eq!(
             f(&Method::HEAD, ok, &[("content-length", "5")], true),
-            Ok((None, true))
+            Ok((State::Done, true))
         );
-        assert_eq!(f(&get, StatusCode::NO_CONTENT, &[], true), Ok((None, true)));
+        assert_eq!(
+            f(&get, StatusCode::NO_CONTENT, &[], true),
+            Ok((State::Done, true))
+        );
         assert_eq!(
             f(
                 &get,
@@ -876,7 +861,7 @@ mod tests {
                 &[("content-length", "9")],
                 true
             ),
-            Ok((None, true))
+            Ok((State::Done, true))
         );
         assert_eq!(
             f(
@@ -885,11 +870,11 @@ mod tests {
                 &[("content-length", "1"), ("connection", "Close")],
                 true
             ),
-            Ok((Some(Framing::Length(1)), false))
+            Ok((State::Length(1), false))
         );
         assert_eq!(
             f(&get, ok, &[("content-length", "1")], false),
-            Ok((Some(Framing::Length(1)), false))
+            Ok((State::Length(1), false))
         );
         assert_eq!(
             f(
@@ -898,7 +883,7 @@ mod tests {
                 &[("content-length", "1"), ("connection", "keep-alive")],
                 false
             ),
-            Ok((Some(Framing::Length(1)), true))
+            Ok((State::Length(1), true))
         );
     }
 

@@ -8,7 +8,8 @@
 //! - [`static_files`]: files under a root: validators, ranges, content coding, confinement.
 //! - [`file_cache`]: small static files kept in memory, revalidated on every hit.
 //! - [`sendfile`]: `sendfile(2)` for large cached files underneath hyper.
-//! - [`conditional`]: the pure HTTP rules for conditional and range requests.
+//! - [`conditional`]: the pure HTTP rules for conditional and range requests, and the
+//!   list syntax of header fields.
 //! - [`proxy`]: forwarding, header rewriting, retries and error classes.
 //! - [`upstream`]: groups, balancing, passive health, keep-alive pools.
 //! - [`h1client`]: the lean HTTP/1.1 client for proxied requests without a body.

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
+use crate::conditional::list_items;
 use crate::h1client;
 use crate::logs::{ErrorLog, Level};
 use crate::upstream::Group;
@@ -86,13 +87,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // hop-by-hop names already (`keep-alive`, by far the most common) are removed below.
     if present[0] {
         let mut named: Vec<HeaderName> = Vec::new();
-        let tokens = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim);
-        for t in tokens {
+        for t in list_items(h, header::CONNECTION) {
             if !HOP_BY_HOP
                 .iter()
                 .any(|n| t.eq_ignore_ascii_case(n.as_str()))

@@ -255,10 +255,7 @@ impl Group {
                 return Ok(up);
             }
         }
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer.addr))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        stream.set_nodelay(true)?;
+        let stream = self.dial(peer).await?;
         let (sender, conn) = tokio::time::timeout(
             self.connect_timeout,
             hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)),
@@ -266,6 +263,15 @@ impl Group {
         .await
         .map_err(|_| ConnectError::Timeout)??;
         Ok(Box::new(Upstream::new(sender, conn)))
+    }
+
+    /// A new TCP connection to `peer` (within `connect_timeout`), with Nagle off.
+    async fn dial(&self, peer: &Peer) -> Result<TcpStream, ConnectError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer.addr))
+            .await
+            .map_err(|_| ConnectError::Timeout)??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// A connection to peer `i` for the lean client: a pooled one that is still open,
@@ -283,11 +289,7 @@ impl Group {
                 return Ok(c);
             }
         }
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(peer.addr))
-            .await
-            .map_err(|_| ConnectError::Timeout)??;
-        stream.set_nodelay(true)?;
-        Ok(h1client::Conn::new(stream))
+        Ok(h1client::Conn::new(self.dial(peer).await?))
     }
 
     /// The body of a lean exchange's answer, returning `conn` to peer `i`'s pool at its
