@@ -6,9 +6,10 @@ Only what the benchmark requests is here, with the app tier's semantics, and its
 for the two reads (the list's total from the places_count shards of migrations 0003
 and 0004, in the page's own statement), except timestamps: MariaDB formats them here
 (DATE_FORMAT), which spares Python parsing and re-printing datetime objects; the app
-tier formats the DATETIME values itself, which is cheaper for it. The create is written the way such a Flask view is (a transaction:
-look the city and the user up, insert, read the row back); the app tier sends a single
-INSERT ... RETURNING and explains a foreign-key refusal afterwards (same answers).
+tier formats the DATETIME values itself, which is cheaper for it. The create is
+written the way such a Flask view is (a transaction: look the city and the user up,
+insert, read the row back); the app tier sends a single INSERT ... RETURNING and
+explains a foreign-key refusal afterwards (same answers).
 - GET  /api/v1/places?page=N&per_page=M  (oldest first; X-Total-Count, X-Page, X-Per-Page)
 - GET  /api/v1/places/<id>
 - POST /api/v1/cities/<city_id>/places   (400 bad body, 404 city, 422 user_id; 201)
