@@ -14,31 +14,39 @@
 //!
 //! # What it does
 //! - Writes the request head in one `write` (the headers come from a validated
-//!   [`HeaderMap`], so no CR or LF can be smuggled in).
+//!   [`HeaderMap`], so no CR or LF can be smuggled in); the proxy's `X-Forwarded-*`
+//!   fields are written after them, replacing any the client sent.
 //! - Reads the answer's head with `httparse`, skipping 1xx interim answers; `101` is
-//!   refused (no upgrades through the proxy).
+//!   refused (no upgrades through the proxy). The head it hands on has no hop-by-hop
+//!   fields and no `Date` or `Server` (the answer gets this server's own, as nginx
+//!   does); its values are slices of the read buffer, not copies.
+//! - Every wait (the write, the head, each read of the body) fails after the read
+//!   timeout without progress (nginx's `proxy_read_timeout`); the timer stays with the
+//!   connection and is re-armed, not made, for each exchange.
 //! - Frames the body as RFC 9112 §6.3 says: none for `HEAD`, `204` and `304`; chunked
 //!   when `Transfer-Encoding` ends in `chunked` (then `Content-Length` is ignored and
 //!   the connection is not reused); `Content-Length` when every value agrees (else the
 //!   answer is refused); otherwise until the upstream closes.
-//! - Streams the body ([`LeanBody`]) as the client takes it, with the read timeout
-//!   between reads, and returns the connection to its pool at the end when it may be
-//!   reused (HTTP/1.1 without `Connection: close`, nothing read past the answer).
+//! - Streams the body ([`LeanBody`]) as the client takes it and returns the connection
+//!   to its pool at the end when it may be reused (HTTP/1.1 without `Connection:
+//!   close`, nothing read past the answer).
 
+use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
-use crate::conditional::list_items;
+use crate::proxy::{hop_by_hop, is_hop_by_hop};
 use crate::upstream::{ActiveGuard, Peer, ReadTimer};
 
 /// Longest response head accepted (nginx's `proxy_buffer_size` is 4 or 8 KiB by default).
@@ -65,6 +73,11 @@ pub struct Conn {
     buf: BytesMut,
     /// Taken from the pool (it served an earlier request).
     reused: bool,
+    /// The read timeout, for every wait on this connection: the request's write, the
+    /// answer's head, each read of its body. It stays with the connection, so a
+    /// pooled connection's next exchange re-arms it (for tokio, a later deadline on a
+    /// registered timer is one atomic store) rather than registering a new one.
+    timer: ReadTimer,
 }
 
 /// Why an exchange failed.
@@ -79,18 +92,22 @@ pub enum SendError {
     /// The upstream closed the connection before a byte of its answer.
     #[error("the upstream closed the connection without answering")]
     Closed,
+    /// Nothing could be written or read for the read timeout.
+    #[error("the upstream did not answer within the read timeout")]
+    TimedOut,
     /// The answer's head is not valid HTTP/1.1 (or is one this proxy refuses).
     #[error("invalid answer from the upstream: {0}")]
     Malformed(&'static str),
 }
 
 impl Conn {
-    /// A new connection.
-    pub fn new(io: TcpStream) -> Self {
+    /// A new connection; a wait on it fails after `read_timeout` without progress.
+    pub fn new(io: TcpStream, read_timeout: Duration) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             reused: false,
+            timer: ReadTimer::new(read_timeout),
         }
     }
 
@@ -127,13 +144,22 @@ impl Conn {
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<Head, SendError> {
-        let head = encode(method, uri, headers);
-        let n = self.io.write(&head).await.map_err(SendError::Unsent)?;
-        if n == 0 {
-            return Err(SendError::Unsent(io::ErrorKind::WriteZero.into()));
+        let head = encode(method, uri, headers, extra);
+        self.timer.progress();
+        let mut sent = 0;
+        while sent < head.len() {
+            match poll_fn(|cx| self.poll_write(cx, &head[sent..])).await {
+                Ok(0) if sent == 0 => {
+                    return Err(SendError::Unsent(io::ErrorKind::WriteZero.into()));
+                }
+                Ok(0) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => sent += n,
+                Err(SendError::Io(e)) if sent == 0 => return Err(SendError::Unsent(e)),
+                Err(e) => return Err(e),
+            }
         }
-        self.io.write_all(&head[n..]).await?;
         loop {
             if let Some(head) = self.parse_head(method)? {
                 return Ok(head);
@@ -141,8 +167,7 @@ impl Conn {
             if self.buf.len() > MAX_HEAD {
                 return Err(SendError::Malformed("response head too large"));
             }
-            self.buf.reserve(READ_CHUNK);
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            if poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
                 return Err(if self.buf.is_empty() {
                     SendError::Closed
                 } else {
@@ -152,15 +177,55 @@ impl Conn {
         }
     }
 
+    /// Writes some of `data`, or fails once the read timeout passes without progress.
+    fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<Result<usize, SendError>> {
+        match Pin::new(&mut self.io).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                self.timer.progress();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(SendError::Io(e))),
+            Poll::Pending if self.timer.expired(cx) => Poll::Ready(Err(SendError::TimedOut)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Reads what has arrived onto the buffer's end: the byte count, 0 at the upstream's
+    /// close. Fails once the read timeout passes without a byte.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, SendError>> {
+        self.buf.reserve(READ_CHUNK);
+        let before = self.buf.len();
+        let mut rb = ReadBuf::uninit(self.buf.spare_capacity_mut());
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                // SAFETY: poll_read initialised and filled `n` bytes of the spare
+                // capacity, right after the buffer's current end.
+                unsafe { self.buf.set_len(before + n) };
+                self.timer.progress();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(SendError::Io(e))),
+            Poll::Pending if self.timer.expired(cx) => Poll::Ready(Err(SendError::TimedOut)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// The final answer's head if the buffer holds it, after skipping 1xx answers.
     fn parse_head(&mut self, method: &Method) -> Result<Option<Head>, SendError> {
         loop {
             if self.buf.is_empty() {
                 return Ok(None);
             }
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut r = httparse::Response::new(&mut fields);
-            let len = match r.parse(&self.buf) {
+            // Uninitialised: httparse fills what it uses (an initialised array of 100
+            // fields was a loop of stores on every answer).
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut r = httparse::Response::new(&mut []);
+            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut r,
+                &self.buf,
+                &mut fields,
+            ) {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => {
@@ -180,17 +245,49 @@ impl Conn {
             }
             let status =
                 StatusCode::from_u16(code).map_err(|_| SendError::Malformed("bad status code"))?;
-            let mut map = HeaderMap::with_capacity(r.headers.len());
+            // One pass over the fields: each name parsed once, the framing facts noted,
+            // hop-by-hop fields left out (rather than removed from a map afterwards), and
+            // so are `Date` and `Server`, which the answer gets from this server, as
+            // with nginx (its default `proxy_hide_header`).
+            // The values stay in the buffer: the head is split off it whole and each
+            // value is a slice of that, as hyper does, not a copy of its own.
+            let base = self.buf.as_ptr() as usize;
+            let mut facts = Facts::default();
+            let mut fields = Vec::with_capacity(r.headers.len());
             for f in r.headers.iter() {
                 let name = HeaderName::from_bytes(f.name.as_bytes())
                     .map_err(|_| SendError::Malformed("bad header name"))?;
-                let value = HeaderValue::from_bytes(f.value)
+                facts.see(&name, f.value);
+                if hop_by_hop(&name).is_none() && name != header::DATE && name != header::SERVER {
+                    let start = f.value.as_ptr() as usize - base;
+                    fields.push((name, start..start + f.value.len()));
+                }
+            }
+            let (state, keep) = facts.framing(method, status, r.version == Some(1))?;
+            if facts.named {
+                // `Connection` names other fields as hop-by-hop too (rare: it usually
+                // says just `keep-alive` or `close`).
+                let options: Vec<&[u8]> = r
+                    .headers
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+                    .flat_map(|f| list(f.value))
+                    .collect();
+                fields.retain(|(name, _)| {
+                    !options
+                        .iter()
+                        .any(|o| o.eq_ignore_ascii_case(name.as_str().as_bytes()))
+                });
+            }
+            let head = self.buf.split_to(len).freeze();
+            // Room for the `Server` field the server adds to every answer: a map that
+            // has to grow for it copies itself.
+            let mut map = HeaderMap::with_capacity(fields.len() + 1);
+            for (name, span) in fields {
+                let value = HeaderValue::from_maybe_shared(head.slice(span))
                     .map_err(|_| SendError::Malformed("bad header value"))?;
                 map.append(name, value);
             }
-            let http11 = r.version == Some(1);
-            self.buf.advance(len);
-            let (state, keep) = framing(method, status, &map, http11)?;
             let mut response = Response::new(());
             *response.status_mut() = status;
             *response.headers_mut() = map;
@@ -205,7 +302,7 @@ impl Conn {
 
 /// An answer's head and how its body is framed.
 pub struct Head {
-    /// Status and header fields (hop-by-hop ones still in).
+    /// Status and header fields, without the hop-by-hop ones, `Date` and `Server`.
     pub response: Response<()>,
     /// Where reading the body starts.
     state: State,
@@ -215,34 +312,36 @@ pub struct Head {
 impl Head {
     /// The body, reading from `conn`; at its end the connection goes back to `peer`'s
     /// pool (at most `cap` idle) if it may be reused.
-    pub fn body(
-        &self,
-        conn: Conn,
-        peer: Arc<Peer>,
-        cap: usize,
-        read_timeout: Duration,
-        guard: ActiveGuard,
-    ) -> LeanBody {
+    pub fn body(&self, conn: Conn, peer: Arc<Peer>, cap: usize, guard: ActiveGuard) -> LeanBody {
         LeanBody {
             conn: Some(conn),
             state: self.state,
             keep: self.keep,
             pool: Some((peer, cap)),
-            timer: ReadTimer::new(read_timeout),
             _guard: guard,
         }
     }
 }
 
-/// The request head: origin-form target, HTTP/1.1, the header fields as given.
-fn encode(method: &Method, uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
+/// The request head: origin-form target, HTTP/1.1, the fields of `headers` and then
+/// those of `extra`, which replace any of the same name in `headers` (the proxy's
+/// `X-Forwarded-*` fields, written here rather than inserted into the map, which would
+/// often have to grow for them).
+fn encode(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Vec<u8> {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut v = Vec::with_capacity(32 + target.len() + 48 * headers.len());
+    let mut v = Vec::with_capacity(32 + target.len() + 48 * (headers.len() + extra.len()));
     v.extend_from_slice(method.as_str().as_bytes());
     v.push(b' ');
     v.extend_from_slice(target.as_bytes());
     v.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    let replaced = |name: &HeaderName| extra.iter().any(|(n, _)| n == name);
+    let fields = headers.iter().filter(|(name, _)| !replaced(name));
+    for (name, value) in fields.chain(extra.iter().map(|(n, v)| (n, v))) {
         v.extend_from_slice(name.as_str().as_bytes());
         v.extend_from_slice(b": ");
         v.extend_from_slice(value.as_bytes());
@@ -252,56 +351,90 @@ fn encode(method: &Method, uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
     v
 }
 
-/// How the body is delimited, as the state reading it starts in ([`State::Done`]: no
-/// body), and whether the connection may be reused after it (RFC 9112 §6.3 and §9.3).
-fn framing(
-    method: &Method,
-    status: StatusCode,
-    h: &HeaderMap,
-    http11: bool,
-) -> Result<(State, bool), SendError> {
-    let mut keep = if http11 {
-        !list_items(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"))
-    } else {
-        list_items(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("keep-alive"))
-    };
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((State::Done, keep));
-    }
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        // With both, Transfer-Encoding wins and the connection is not trusted again.
-        if h.contains_key(header::CONTENT_LENGTH) {
-            keep = false;
-        }
-        return Ok(match list_items(h, header::TRANSFER_ENCODING).last() {
-            Some(t) if t.eq_ignore_ascii_case("chunked") => (State::Chunk(Chunk::Size), keep),
-            _ => (State::Close, false),
-        });
-    }
-    let mut length = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        for t in v.as_bytes().split(|&b| b == b',') {
-            let t = t.trim_ascii();
-            if t.is_empty() || !t.iter().all(u8::is_ascii_digit) {
-                return Err(SendError::Malformed("invalid Content-Length"));
+/// The comma-separated items of a field value, trimmed, empty ones left out.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// What an answer's framing depends on, noted field by field as the head is read.
+#[derive(Default)]
+struct Facts {
+    /// `Connection: close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// `Connection` names a field that is not hop-by-hop already.
+    named: bool,
+    transfer_encoding: bool,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+    content_length: bool,
+    /// The length every `Content-Length` value agrees on, or why there is none.
+    length: Option<Result<u64, &'static str>>,
+}
+
+impl Facts {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == header::CONNECTION {
+            for t in list(value) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                self.named |= !is_hop_by_hop(t);
             }
-            let n: u64 = std::str::from_utf8(t)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(SendError::Malformed("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(SendError::Malformed("conflicting Content-Length values"));
+        } else if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            if let Some(t) = list(value).last() {
+                self.chunked = t.eq_ignore_ascii_case(b"chunked");
             }
-            length = Some(n);
+        } else if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+            for t in value.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                let n = (!t.is_empty() && t.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
+                    .flatten();
+                self.length = Some(match (self.length.take(), n) {
+                    (Some(Err(e)), _) => Err(e),
+                    (_, None) => Err("invalid Content-Length"),
+                    (Some(Ok(l)), Some(n)) if l != n => Err("conflicting Content-Length values"),
+                    (_, Some(n)) => Ok(n),
+                });
+            }
         }
     }
-    Ok(match length {
-        Some(n) => (State::Length(n), keep),
-        None => (State::Close, false),
-    })
+
+    /// How the body is delimited, as the state reading it starts in ([`State::Done`]:
+    /// no body), and whether the connection may be reused after it (RFC 9112 §6.3 and
+    /// §9.3).
+    fn framing(
+        &self,
+        method: &Method,
+        status: StatusCode,
+        http11: bool,
+    ) -> Result<(State, bool), SendError> {
+        let keep = if http11 { !self.close } else { self.keep_alive };
+        if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((State::Done, keep));
+        }
+        if self.transfer_encoding {
+            // With both, Transfer-Encoding wins and the connection is not trusted again.
+            return Ok(if self.chunked {
+                (State::Chunk(Chunk::Size), keep && !self.content_length)
+            } else {
+                (State::Close, false)
+            });
+        }
+        match self.length {
+            Some(Ok(n)) => Ok((State::Length(n), keep)),
+            Some(Err(e)) => Err(SendError::Malformed(e)),
+            None => Ok((State::Close, false)),
+        }
+    }
 }
 
 /// Where reading a body stands.
@@ -338,7 +471,6 @@ pub struct LeanBody {
     keep: bool,
     /// Where the connection goes back at the end.
     pool: Option<(Arc<Peer>, usize)>,
-    timer: ReadTimer,
     _guard: ActiveGuard,
 }
 
@@ -450,40 +582,21 @@ impl HttpBody for LeanBody {
         let this = &mut *self;
         loop {
             if let Some(ready) = this.decode() {
-                if matches!(ready, Poll::Ready(Some(Ok(_)))) {
-                    this.timer.progress();
-                }
                 return ready;
             }
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            conn.buf.reserve(READ_CHUNK);
-            let before = conn.buf.len();
-            let spare = conn.buf.spare_capacity_mut();
-            let mut rb = ReadBuf::uninit(spare);
-            match Pin::new(&mut conn.io).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    // SAFETY: poll_read initialised and filled `n` bytes of the spare
-                    // capacity, right after the buffer's current end.
-                    unsafe { conn.buf.set_len(before + n) };
-                    if n == 0 {
-                        if this.state == State::Close {
-                            this.keep = false;
-                            this.finish();
-                            return Poll::Ready(None);
-                        }
-                        return this.fail("the upstream closed the connection inside the body");
-                    }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.state == State::Close => {
+                    this.keep = false;
+                    this.finish();
+                    return Poll::Ready(None);
                 }
-                Poll::Ready(Err(e)) => return this.fail(e),
-                Poll::Pending => {
-                    if this.timer.expired(cx) {
-                        return this.fail("upstream read timed out");
-                    }
-                    return Poll::Pending;
-                }
+                Ok(0) => return this.fail("the upstream closed the connection inside the body"),
+                Ok(_) => {}
+                Err(SendError::TimedOut) => return this.fail("upstream read timed out"),
+                Err(e) => return this.fail(e),
             }
         }
     }
@@ -528,7 +641,7 @@ mod tests {
         piece: usize,
     ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
         use std::sync::atomic::{AtomicUsize, Ordering};
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
@@ -594,7 +707,7 @@ mod tests {
         let mut conn = g.lean_connection(0).await.map_err(|e| e.to_string())?;
         let uri: Uri = "/x".parse().unwrap();
         let head = conn
-            .send(&method, &uri, &h(&[("host", "up")]))
+            .send(&method, &uri, &h(&[("host", "up")]), &[])
             .await
             .map_err(|e| e.to_string())?;
         let status = head.response.status().as_u16();
@@ -776,13 +889,19 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Closed by the upstream.
-        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut conn = Conn::new(
+            TcpStream::connect(addr).await.unwrap(),
+            Duration::from_secs(5),
+        );
         let (server, _) = listener.accept().await.unwrap();
         assert!(conn.alive(), "nothing happened yet");
         drop(server);
         assert!(dies(&mut conn).await, "the close was not noticed");
         // Bytes nobody asked for.
-        let mut conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let mut conn = Conn::new(
+            TcpStream::connect(addr).await.unwrap(),
+            Duration::from_secs(5),
+        );
         let (mut server, _) = listener.accept().await.unwrap();
         assert!(conn.alive());
         server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
@@ -805,7 +924,14 @@ mod tests {
         let get = Method::GET;
         let ok = StatusCode::OK;
         let f = |m: &Method, s: StatusCode, p: &[(&str, &str)], v11: bool| {
-            framing(m, s, &h(p), v11).map_err(|e| e.to_string())
+            let mut facts = Facts::default();
+            for (name, value) in p {
+                facts.see(
+                    &HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.as_bytes(),
+                );
+            }
+            facts.framing(m, s, v11).map_err(|e| e.to_string())
         };
         assert_eq!(
             f(&get, ok, &[("content-length", "5")], true),
@@ -840,6 +966,25 @@ mod tests {
                 true
             ),
             Ok((State::Chunk(Chunk::Size), false))
+        );
+        // Field names as they come, in any case.
+        assert_eq!(
+            f(
+                &get,
+                ok,
+                &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
+                true
+            ),
+            Ok((State::Chunk(Chunk::Size), false))
+        );
+        assert_eq!(
+            f(
+                &get,
+                ok,
+                &[("CONTENT-LENGTH", "3"), ("Connection", "close")],
+                true
+            ),
+            Ok((State::Length(3), false))
         );
         assert_eq!(
             f(&get, ok, &[("transfer-encoding", "gzip")], true),
@@ -893,11 +1038,23 @@ mod tests {
         let head = encode(
             &Method::GET,
             &uri,
-            &h(&[("host", "x"), ("x-forwarded-for", "1.2.3.4")]),
+            &h(&[("host", "x"), ("x-real-ip", "6.6.6.6"), ("accept", "*/*")]),
+            &[
+                (
+                    HeaderName::from_static("x-forwarded-for"),
+                    HeaderValue::from_static("1.2.3.4"),
+                ),
+                (
+                    HeaderName::from_static("x-real-ip"),
+                    HeaderValue::from_static("1.2.3.4"),
+                ),
+            ],
         );
+        // The extra fields come last and replace those of the same name.
         assert_eq!(
-            head,
-            b"GET /a/b?c=d HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 1.2.3.4\r\n\r\n".to_vec()
+            String::from_utf8(head).unwrap(),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: x\r\naccept: */*\r\n\
+             x-forwarded-for: 1.2.3.4\r\nx-real-ip: 1.2.3.4\r\n\r\n"
         );
     }
 }

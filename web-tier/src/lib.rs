@@ -32,6 +32,7 @@ pub mod file_cache;
 pub mod h1client;
 pub mod logs;
 pub mod proxy;
+pub mod rt;
 pub mod sendfile;
 pub mod server;
 pub mod static_files;

@@ -56,10 +56,20 @@ pub struct BodyLimits {
     pub timeout: Duration,
 }
 
-const HOP_COUNT: usize = 8;
 /// Headers meaningful only for a single connection (RFC 9110 §7.6.1), never forwarded.
-/// Typed names rather than strings: `remove("te")` would parse the name on every call.
-static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
+const HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// [`HOP_NAMES`] typed, since `remove("te")` would parse the name on every call.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -70,6 +80,20 @@ static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The index of a header name (lower case, as [`HeaderName`] keeps it) among the
+/// hop-by-hop names.
+pub fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    let name = name.as_str();
+    HOP_NAMES.iter().position(|n| *n == name)
+}
+
+/// Whether `token` (in any case, as a `Connection` option comes) is a hop-by-hop name.
+pub fn is_hop_by_hop(token: &[u8]) -> bool {
+    HOP_NAMES
+        .iter()
+        .any(|n| token.eq_ignore_ascii_case(n.as_bytes()))
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 ///
 /// Most messages carry few of them (a response usually just `Connection: keep-alive`),
@@ -77,20 +101,18 @@ static HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
 /// a hash lookup, and this runs twice per proxied request (in a profile of proxied
 /// requests it took 1.8% of the CPU removing every name, 0.8% this way).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let mut present = [false; HOP_COUNT];
+    let mut present = [false; HOP_NAMES.len()];
     for name in h.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == name) {
+        if let Some(i) = hop_by_hop(name) {
             present[i] = true;
         }
     }
-    // HOP_BY_HOP[0] is `Connection`. The options it names go too; those that are
-    // hop-by-hop names already (`keep-alive`, by far the most common) are removed below.
+    // Index 0 is `Connection`. The options it names go too; those that are hop-by-hop
+    // names already (`keep-alive`, by far the most common) are removed below.
     if present[0] {
         let mut named: Vec<HeaderName> = Vec::new();
         for t in list_items(h, header::CONNECTION) {
-            if !HOP_BY_HOP
-                .iter()
-                .any(|n| t.eq_ignore_ascii_case(n.as_str()))
+            if !is_hop_by_hop(t.as_bytes())
                 && let Ok(n) = HeaderName::from_bytes(t.as_bytes())
             {
                 named.push(n);
@@ -211,41 +233,36 @@ pub async fn forward(
     elog: &ErrorLog,
 ) -> Result<Response<Body>, ProxyError> {
     let (parts, incoming) = req.into_parts();
-    if let Some(len) = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limits.max_size
-    {
+    // A declared length (hyper's size hint is the Content-Length) over the limit is
+    // refused before anything is sent.
+    if incoming.size_hint().lower() > limits.max_size {
         return Err(ProxyError(StatusCode::PAYLOAD_TOO_LARGE));
     }
 
     let mut headers = parts.headers;
     // Host is preserved; HTTP/2 carries it as :authority instead.
-    if !headers.contains_key(header::HOST)
-        && let Some(auth) = parts.uri.authority()
+    if let Some(auth) = parts.uri.authority()
+        && !headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(auth.as_str())
     {
         headers.insert(header::HOST, v);
     }
     strip_hop_by_hop(&mut headers);
-    let xff = match headers.get(X_FORWARDED_FOR).map(|v| {
-        v.to_str()
-            .map(|prev| format!("{prev}, {}", client.remote.ip()))
-    }) {
-        // An unreadable previous value is replaced, as before.
-        None | Some(Err(_)) => Some(client.ip.clone()),
-        Some(Ok(list)) => HeaderValue::from_str(&list).ok(),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_REAL_IP, client.ip.clone());
-    headers.insert(
-        X_FORWARDED_PROTO,
-        HeaderValue::from_static(if client.https { "https" } else { "http" }),
-    );
+    let xff = headers
+        .get(X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", client.remote.ip())).ok())
+        // None before, or an unreadable one: the list starts here.
+        .unwrap_or_else(|| client.ip.clone());
+    // These replace any the client sent.
+    let forwarded = [
+        (X_FORWARDED_FOR, xff),
+        (X_REAL_IP, client.ip.clone()),
+        (
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if client.https { "https" } else { "http" }),
+        ),
+    ];
     // Origin form for the upstream; HTTP/2 requests arrive in absolute form.
     let uri = match parts.uri.path_and_query() {
         Some(_) if parts.uri.scheme().is_none() && parts.uri.authority().is_none() => parts.uri,
@@ -256,6 +273,11 @@ pub async fn forward(
 
     let has_body = !incoming.is_end_stream();
     let lean = h1client::handles(&method, has_body);
+    if !lean {
+        for (name, value) in &forwarded {
+            headers.insert(name, value.clone());
+        }
+    }
     let mut shared = None;
     let mut body = if has_body {
         let state = Arc::new(BodyState::default());
@@ -312,7 +334,7 @@ pub async fn forward(
         };
         let peer = group.peers[i].addr;
         let attempt = if lean {
-            lean_attempt(&group, i, &method, &uri, &headers).await
+            lean_attempt(&group, i, &method, &uri, &headers, &forwarded).await
         } else {
             let req = match (pending.take(), &spare) {
                 (Some(r), _) => Some(r),
@@ -419,6 +441,7 @@ async fn lean_attempt(
     method: &Method,
     uri: &http::Uri,
     headers: &HeaderMap,
+    forwarded: &[(HeaderName, HeaderValue)],
 ) -> Attempt {
     let mut conn = match group.lean_connection(i).await {
         Ok(c) => c,
@@ -426,20 +449,20 @@ async fn lean_attempt(
     };
     let guard = group.begin(i);
     let reused = conn.reused();
-    let outcome = tokio::time::timeout(group.read_timeout, conn.send(method, uri, headers)).await;
-    match outcome {
-        Ok(Ok(head)) => {
+    match conn.send(method, uri, headers, forwarded).await {
+        Ok(head) => {
             group.record_success(i);
             let body = group.lean_body(i, &head, conn, guard);
-            let (mut parts, ()) = head.response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            // The lean client leaves the hop-by-hop fields, `Date` and `Server` out of
+            // the head it builds.
+            let (parts, ()) = head.response.into_parts();
             Attempt::Answer(Response::from_parts(parts, Body::new(body)))
         }
-        Ok(Err(h1client::SendError::Unsent(_))) => Attempt::Unsent,
+        Err(h1client::SendError::Unsent(_)) => Attempt::Unsent,
         // Every method the lean client takes is idempotent (see `h1client::handles`).
-        Ok(Err(h1client::SendError::Closed)) if reused => Attempt::Unsent,
-        Ok(Err(e)) => Attempt::Failed(e.into()),
-        Err(_) => Attempt::TimedOut,
+        Err(h1client::SendError::Closed) if reused => Attempt::Unsent,
+        Err(h1client::SendError::TimedOut) => Attempt::TimedOut,
+        Err(e) => Attempt::Failed(e.into()),
     }
 }
 
@@ -465,6 +488,10 @@ async fn hyper_attempt(
             group.record_success(i);
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);
+            // As nginx does by default (`proxy_hide_header`): the answer carries this
+            // server's own `Date` (hyper's) and `Server` (set for every answer).
+            rparts.headers.remove(header::DATE);
+            rparts.headers.remove(header::SERVER);
             let body = group.response_body(i, rbody, up, guard);
             Attempt::Answer(Response::from_parts(rparts, Body::new(body)))
         }

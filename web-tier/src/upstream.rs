@@ -289,7 +289,10 @@ impl Group {
                 return Ok(c);
             }
         }
-        Ok(h1client::Conn::new(self.dial(peer).await?))
+        Ok(h1client::Conn::new(
+            self.dial(peer).await?,
+            self.read_timeout,
+        ))
     }
 
     /// The body of a lean exchange's answer, returning `conn` to peer `i`'s pool at its
@@ -301,13 +304,7 @@ impl Group {
         conn: h1client::Conn,
         guard: ActiveGuard,
     ) -> h1client::LeanBody {
-        head.body(
-            conn,
-            self.peers[i].clone(),
-            self.keepalive,
-            self.read_timeout,
-            guard,
-        )
+        head.body(conn, self.peers[i].clone(), self.keepalive, guard)
     }
 
     /// Marks a request in flight on peer `i` until the guard drops.

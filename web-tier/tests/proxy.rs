@@ -65,6 +65,7 @@ fn forwards_headers_and_strips_hop_by_hop() {
     let r = send(
         &web,
         "GET /api/echo?q=1&r=%20 HTTP/1.1\r\nHost: app.example:8080\r\nX-Forwarded-For: 192.0.2.7\r\n\
+         X-Real-IP: 198.51.100.6\r\nX-Forwarded-Proto: https\r\n\
          Connection: keep-alive, x-client-hop\r\nX-Client-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
          Proxy-Authorization: Basic Zm9v\r\nX-Custom: kept\r\n\r\n",
     );
@@ -83,6 +84,10 @@ fn forwards_headers_and_strips_hop_by_hop() {
     ] {
         assert!(lines.contains(&want), "missing {want:?} in:\n{echo}");
     }
+    // The client's own X-Real-IP and X-Forwarded-Proto are replaced, not passed on.
+    assert!(!echo.contains("198.51.100.6"), "{echo}");
+    assert_eq!(echo.matches("x-real-ip:").count(), 1, "{echo}");
+    assert_eq!(echo.matches("x-forwarded-proto:").count(), 1, "{echo}");
     for gone in [
         "x-client-hop",
         "keep-alive",
@@ -96,6 +101,20 @@ fn forwards_headers_and_strips_hop_by_hop() {
     assert_eq!(r.header("x-upstream"), Some("a"));
     assert_eq!(r.header("x-hop"), None);
     assert_eq!(r.header("keep-alive"), None);
+    // Server and Date are the proxy's own, as with nginx (its `proxy_hide_header`
+    // default), whichever client carried the request: without a body, and with one.
+    let post = send(
+        &web,
+        "POST /api/echo HTTP/1.1\r\nHost: app.example\r\nContent-Length: 2\r\n\r\nhi",
+    );
+    assert_eq!(post.status, 200);
+    assert!(post.text().contains("body-len: 2"), "{}", post.text());
+    for resp in [&r, &post] {
+        assert_eq!(resp.header("server"), Some("web-tier"));
+        let date = resp.header("date").expect("a Date");
+        assert_ne!(date, common::UPSTREAM_DATE);
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date:?}");
+    }
 }
 
 #[test]

@@ -476,10 +476,15 @@ async fn handle_upstream(
         .header("connection", "x-hop")
         .header("x-hop", "secret")
         .header("keep-alive", "timeout=5")
+        .header("server", "test-upstream")
+        .header("date", UPSTREAM_DATE)
         .body(Full::new(Bytes::from(text)).boxed())
         .unwrap();
     Ok(resp)
 }
+
+/// The `Date` the echo upstream sends (a proxy replaces it, as nginx does).
+pub const UPSTREAM_DATE: &str = "Mon, 01 Jan 2001 00:00:00 GMT";
 
 /// A `Stream` over a vector.
 fn futures_lite_iter<T: Unpin>(items: Vec<T>) -> IterStream<T> {
