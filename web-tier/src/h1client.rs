@@ -40,13 +40,13 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
-use crate::proxy::{hop_by_hop, is_hop_by_hop};
+use crate::proxy::is_hop_by_hop;
 use crate::upstream::{ActiveGuard, Peer, ReadTimer};
 
 /// Longest response head accepted (nginx's `proxy_buffer_size` is 4 or 8 KiB by default).
@@ -255,13 +255,14 @@ impl Conn {
             let mut facts = Facts::default();
             let mut fields = Vec::with_capacity(r.headers.len());
             for f in r.headers.iter() {
+                // Only the names passed on are parsed into a `HeaderName`.
+                if !facts.see(f.name, f.value) {
+                    continue;
+                }
                 let name = HeaderName::from_bytes(f.name.as_bytes())
                     .map_err(|_| SendError::Malformed("bad header name"))?;
-                facts.see(&name, f.value);
-                if hop_by_hop(&name).is_none() && name != header::DATE && name != header::SERVER {
-                    let start = f.value.as_ptr() as usize - base;
-                    fields.push((name, start..start + f.value.len()));
-                }
+                let start = f.value.as_ptr() as usize - base;
+                fields.push((name, start..start + f.value.len()));
             }
             let (state, keep) = facts.framing(method, status, r.version == Some(1))?;
             if facts.named {
@@ -376,32 +377,48 @@ struct Facts {
 }
 
 impl Facts {
-    fn see(&mut self, name: &HeaderName, value: &[u8]) {
-        if *name == header::CONNECTION {
-            for t in list(value) {
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-                self.named |= !is_hop_by_hop(t);
+    /// Notes what a field (its name as it came, in any case) says about the framing,
+    /// and says whether it is passed on: not hop-by-hop, not `Date` or `Server`.
+    fn see(&mut self, name: &str, value: &[u8]) -> bool {
+        // The length first: most fields are decided by it alone.
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            10 if is("connection") => {
+                for t in list(value) {
+                    self.close |= t.eq_ignore_ascii_case(b"close");
+                    self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                    self.named |= !is_hop_by_hop(t);
+                }
+                false
             }
-        } else if *name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-            if let Some(t) = list(value).last() {
-                self.chunked = t.eq_ignore_ascii_case(b"chunked");
+            17 if is("transfer-encoding") => {
+                self.transfer_encoding = true;
+                if let Some(t) = list(value).last() {
+                    self.chunked = t.eq_ignore_ascii_case(b"chunked");
+                }
+                false
             }
-        } else if *name == header::CONTENT_LENGTH {
-            self.content_length = true;
-            for t in value.split(|&b| b == b',') {
-                let t = t.trim_ascii();
-                let n = (!t.is_empty() && t.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
-                    .flatten();
-                self.length = Some(match (self.length.take(), n) {
-                    (Some(Err(e)), _) => Err(e),
-                    (_, None) => Err("invalid Content-Length"),
-                    (Some(Ok(l)), Some(n)) if l != n => Err("conflicting Content-Length values"),
-                    (_, Some(n)) => Ok(n),
-                });
+            14 if is("content-length") => {
+                self.content_length = true;
+                for t in value.split(|&b| b == b',') {
+                    let t = t.trim_ascii();
+                    let n = (!t.is_empty() && t.iter().all(u8::is_ascii_digit))
+                        .then(|| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
+                        .flatten();
+                    self.length = Some(match (self.length.take(), n) {
+                        (Some(Err(e)), _) => Err(e),
+                        (_, None) => Err("invalid Content-Length"),
+                        (Some(Ok(l)), Some(n)) if l != n => {
+                            Err("conflicting Content-Length values")
+                        }
+                        (_, Some(n)) => Ok(n),
+                    });
+                }
+                true
             }
+            4 if is("date") => false,
+            6 if is("server") => false,
+            _ => !is_hop_by_hop(name.as_bytes()),
         }
     }
 
@@ -920,16 +937,41 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_date_and_server_fields_are_not_passed_on() {
+        let mut facts = Facts::default();
+        for name in [
+            "Connection",
+            "keep-alive",
+            "Proxy-Connection",
+            "TE",
+            "Trailer",
+            "transfer-encoding",
+            "Upgrade",
+            "Proxy-Authorization",
+            "Date",
+            "SERVER",
+        ] {
+            assert!(!facts.see(name, b"x"), "{name} passed on");
+        }
+        for name in [
+            "Content-Length",
+            "content-type",
+            "ETag",
+            "X-Date",
+            "Servers",
+        ] {
+            assert!(facts.see(name, b"1"), "{name} left out");
+        }
+    }
+
+    #[test]
     fn framing_follows_rfc_9112() {
         let get = Method::GET;
         let ok = StatusCode::OK;
         let f = |m: &Method, s: StatusCode, p: &[(&str, &str)], v11: bool| {
             let mut facts = Facts::default();
             for (name, value) in p {
-                facts.see(
-                    &HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    value.as_bytes(),
-                );
+                facts.see(name, value.as_bytes());
             }
             facts.framing(m, s, v11).map_err(|e| e.to_string())
         };
