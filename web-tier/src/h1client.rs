@@ -8,8 +8,8 @@
 //! of the difference was user space. hyper's client side alone took about 2.6 us per
 //! request: its dispatcher, the channel and one-shot between the request and the
 //! connection, and the body channel. With this client the same request cost about
-//! 16.5-17.5 us at the time (15.6 after later work on the rest of the path), and
-//! web-tier wakes wrk and the upstream about as often as nginx does (0.16 context
+//! 16.5-17.5 us at the time (about nginx's after later work on the rest of the path),
+//! and web-tier wakes wrk and the upstream about as often as nginx does (0.16 context
 //! switches per request for each, against 0.28 before and nginx's 0.14 to 0.16).
 //!
 //! # What it does
