@@ -43,6 +43,12 @@ use std::path::PathBuf;
 
 pub use server::Server;
 
+/// Locks `m`. A panic while it was held leaves no half-made state behind in any of this
+/// crate's mutexes (each guards a value replaced whole), so a poisoned lock is used as is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Errors from building or running a server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

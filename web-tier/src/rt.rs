@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use crate::lock;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -29,10 +31,6 @@ type TokioSleep = Pin<Box<tokio::time::Sleep>>;
 #[derive(Clone, Default)]
 pub struct ConnTimer {
     spare: Arc<Mutex<Option<TokioSleep>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A sleep handed to hyper; its tokio timer goes back to the connection when dropped.

@@ -56,6 +56,7 @@ use tokio::time::Sleep;
 use crate::body::{Body, BoxError};
 use crate::config::{Balance, UpstreamGroup};
 use crate::h1client;
+use crate::lock;
 
 /// A running upstream group.
 pub struct Group {
@@ -183,7 +184,7 @@ impl Group {
     /// largest wins and pays back the total. Spreads a 5:1:1 group as a,a,b,a,c,a,a
     /// rather than a,a,a,a,a,b,c.
     fn smooth_wrr(&self, cands: &[usize]) -> usize {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = lock(&self.current);
         let total: i64 = cands.iter().map(|&i| self.peers[i].weight).sum();
         let mut best = cands[0];
         for &i in cands {
@@ -202,10 +203,7 @@ impl Group {
             return false;
         }
         let now = Instant::now();
-        let mut h = self.peers[i]
-            .health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut h = lock(&self.peers[i].health);
         if h.window_start
             .is_none_or(|s| now.duration_since(s) > self.fail_timeout)
         {
@@ -224,10 +222,7 @@ impl Group {
 
     /// Records a success: the failure count starts over.
     pub fn record_success(&self, i: usize) {
-        let mut h = self.peers[i]
-            .health
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut h = lock(&self.peers[i].health);
         h.fails = 0;
         h.window_start = None;
         h.down_until = None;
@@ -238,7 +233,7 @@ impl Group {
         let peer = &self.peers[i];
         loop {
             let pooled = {
-                let mut idle = peer.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let mut idle = lock(&peer.idle);
                 idle.pop()
             };
             let Some(mut up) = pooled else { break };
@@ -279,11 +274,7 @@ impl Group {
     pub async fn lean_connection(&self, i: usize) -> Result<h1client::Conn, ConnectError> {
         let peer = &self.peers[i];
         loop {
-            let pooled = peer
-                .lean_idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop();
+            let pooled = lock(&peer.lean_idle).pop();
             let Some(mut c) = pooled else { break };
             if c.alive() {
                 return Ok(c);
@@ -340,22 +331,19 @@ impl Peer {
     /// Idle lean connections pooled for this server.
     #[cfg(test)]
     pub(crate) fn lean_idle_len(&self) -> usize {
-        self.lean_idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        lock(&self.lean_idle).len()
     }
 
     /// Pools an idle lean connection (at most `cap` per server).
     pub(crate) fn lean_checkin(&self, conn: h1client::Conn, cap: usize) {
-        let mut idle = self.lean_idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = lock(&self.lean_idle);
         if idle.len() < cap {
             idle.push(conn);
         }
     }
 
     fn available(&self, now: impl FnOnce() -> Instant) -> bool {
-        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let h = lock(&self.health);
         h.down_until.is_none_or(|t| now() >= t)
     }
 
@@ -365,7 +353,7 @@ impl Peer {
         }
         // The task that held it is done with it; do not keep that task alive.
         up.relay.forget();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = lock(&self.idle);
         if idle.len() < cap {
             idle.push(up);
         }
@@ -483,7 +471,7 @@ const MISSED: u8 = 2;
 
 impl Relay {
     fn register(&self, waker: &Waker) {
-        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        let mut task = lock(&self.task);
         match &mut *task {
             Some(w) => w.clone_from(waker),
             None => *task = Some(waker.clone()),
@@ -491,7 +479,7 @@ impl Relay {
     }
 
     fn forget(&self) {
-        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock(&self.task) = None;
     }
 
     fn enter(&self) {
@@ -518,7 +506,7 @@ impl Wake for Relay {
                 (s & INSIDE != 0).then_some(s | MISSED)
             })
             .is_ok();
-        if !inside && let Some(w) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+        if !inside && let Some(w) = &*lock(&self.task) {
             w.wake_by_ref();
         }
     }
