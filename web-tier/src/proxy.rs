@@ -68,16 +68,17 @@ const HOP_NAMES: [&str; 8] = [
     "proxy-authorization",
 ];
 
-/// [`HOP_NAMES`] typed, since `remove("te")` would parse the name on every call.
+/// [`HOP_NAMES`] typed, since `remove("te")` would parse the name on every call
+/// (`from_static` gives the standard names their standard form, as `header::TE` is).
 static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static(HOP_NAMES[0]),
+    HeaderName::from_static(HOP_NAMES[1]),
+    HeaderName::from_static(HOP_NAMES[2]),
+    HeaderName::from_static(HOP_NAMES[3]),
+    HeaderName::from_static(HOP_NAMES[4]),
+    HeaderName::from_static(HOP_NAMES[5]),
+    HeaderName::from_static(HOP_NAMES[6]),
+    HeaderName::from_static(HOP_NAMES[7]),
 ];
 
 /// The index of a header name (lower case, as [`HeaderName`] keeps it) among the

@@ -530,7 +530,8 @@ pub struct UpstreamBody {
     _guard: ActiveGuard,
 }
 
-/// The read timeout between two reads of an upstream's body.
+/// An upstream read timeout (nginx's `proxy_read_timeout`): it runs while an upstream
+/// read, or a lean client's write, waits, and starts over after progress.
 pub(crate) struct ReadTimer {
     timeout: Duration,
     /// Made on the first wait: a small body often never waits.
@@ -553,8 +554,8 @@ impl ReadTimer {
         self.waiting = false;
     }
 
-    /// Called when a read would wait: starts the timeout if this wait is new, and says
-    /// whether it has run out.
+    /// Called when a read or write would wait: starts the timeout if this wait is new,
+    /// and says whether it has run out.
     pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let timeout = self.timeout;
         let sleep = self
