@@ -383,25 +383,34 @@ fn body_limits_give_413_and_slow_bodies_408() {
     assert_eq!(get(&web, "/api/echo").status, 200);
 }
 
-/// A raw upstream for `n` connections, each handled by `serve` on a thread of its own.
-/// Returns the address and the count of connections accepted.
-fn raw_upstream(
-    n: usize,
-    serve: fn(std::net::TcpStream),
-) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// What a raw upstream counts: connections accepted, and connections its `serve` has
+/// finished with (and so closed).
+#[derive(Clone, Default)]
+struct Counts {
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A raw upstream for `n` connections, each handled by `serve` on a thread of its own,
+/// which closes the connection when `serve` returns.
+fn raw_upstream(n: usize, serve: fn(std::net::TcpStream)) -> (SocketAddr, Counts) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = conns.clone();
+    let counts = Counts::default();
+    let seen = counts.clone();
     std::thread::spawn(move || {
         // The connections the test makes; then the thread ends.
         for stream in listener.incoming().take(n) {
             let Ok(s) = stream else { return };
-            seen.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || serve(s));
+            seen.accepted.fetch_add(1, Ordering::SeqCst);
+            let closed = seen.closed.clone();
+            std::thread::spawn(move || {
+                serve(s);
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
-    (addr, conns)
+    (addr, counts)
 }
 
 /// Reads one request head; false if the connection ended first.
@@ -419,7 +428,7 @@ fn read_head(s: &mut std::net::TcpStream) -> bool {
 
 /// An upstream that answers one request per connection with keep-alive, then closes the
 /// connection shortly after (a short upstream `keepalive_timeout`).
-fn closing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn closing_upstream() -> (SocketAddr, Counts) {
     raw_upstream(4, |mut s| {
         if read_head(&mut s) {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -446,15 +455,17 @@ fn pooled_connection_closed_by_the_upstream_is_not_used() {
         // The upstream closes the pooled connection meanwhile; nothing polls it while
         // idle, so it is found closed when taken from the pool, and a new one is made.
         // A POST is safe too: it never went out on the dead connection.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(conns.load(Ordering::SeqCst), i + 1, "request {i}");
+        common::wait_for("the upstream to close its connection", || {
+            (conns.closed.load(Ordering::SeqCst) == i + 1).then_some(())
+        });
+        assert_eq!(conns.accepted.load(Ordering::SeqCst), i + 1, "request {i}");
     }
 }
 
 /// An upstream that answers the first request on each connection and closes the
 /// connection when the second arrives, without answering: the race in which a pooled
 /// connection is closed by the upstream just as a request goes out on it.
-fn racing_upstream() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+fn racing_upstream() -> (SocketAddr, Counts) {
     raw_upstream(2, |mut s| {
         if read_head(&mut s) {
             let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -473,7 +484,7 @@ fn a_get_whose_pooled_connection_closes_unanswered_is_sent_again() {
         let r = get(&web, "/api/x");
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
     }
-    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert_eq!(conns.accepted.load(Ordering::SeqCst), 2);
     // Not counted against the server.
     let log = common::read_string(&web.path("error.log"));
     assert!(!log.contains("upstream request failed"), "{log}");
