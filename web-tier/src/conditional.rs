@@ -5,6 +5,7 @@
 //! Kept free of I/O so the whole matrix is unit-tested here; the static handler only
 //! feeds in the request headers and the representation's validators.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
@@ -85,6 +86,24 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// A list-valued field whole: several lines of it are one list (RFC 9110 §5.3), joined
+/// here only when there are several.
+fn header_list(h: &HeaderMap, name: header::HeaderName) -> Option<Cow<'_, str>> {
+    let mut lines = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut all = format!("{first}, {second}");
+            for line in lines {
+                all.push_str(", ");
+                all.push_str(line);
+            }
+            Some(Cow::Owned(all))
+        }
+    }
+}
+
 fn header_date(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
     header_str(h, name)
         .and_then(|s| httpdate::parse_http_date(s).ok())
@@ -95,8 +114,8 @@ fn header_date(h: &HeaderMap, name: header::HeaderName) -> Option<u64> {
 pub fn evaluate(method: &Method, h: &HeaderMap, v: &Validators<'_>) -> Precondition {
     let lm = secs(v.last_modified);
     // Step 1/2: If-Match, else If-Unmodified-Since; a failure is 412 for any method.
-    if let Some(im) = header_str(h, header::IF_MATCH) {
-        if !list_matches(im, v.etag, true) {
+    if let Some(im) = header_list(h, header::IF_MATCH) {
+        if !list_matches(&im, v.etag, true) {
             return Precondition::Failed;
         }
     } else if let Some(ius) = header_date(h, header::IF_UNMODIFIED_SINCE)
@@ -107,8 +126,8 @@ pub fn evaluate(method: &Method, h: &HeaderMap, v: &Validators<'_>) -> Precondit
     let safe = method == Method::GET || method == Method::HEAD;
     // Step 3/4: If-None-Match (weak comparison), else If-Modified-Since (GET/HEAD only;
     // an unparsable date is ignored, as §13.1.3 requires).
-    if let Some(inm) = header_str(h, header::IF_NONE_MATCH) {
-        if list_matches(inm, v.etag, false) {
+    if let Some(inm) = header_list(h, header::IF_NONE_MATCH) {
+        if list_matches(&inm, v.etag, false) {
             return if safe {
                 Precondition::NotModified
             } else {
@@ -319,6 +338,22 @@ mod tests {
             ),
             (vec![("if-none-match", "*".into())], NotModified),
             (vec![("if-none-match", "\"x\"".into())], Proceed),
+            // Several lines are one list: a match on any line counts.
+            (
+                vec![
+                    ("if-none-match", "\"x\"".into()),
+                    ("if-none-match", "\"y\", \"abc\"".into()),
+                ],
+                NotModified,
+            ),
+            (
+                vec![("if-match", "\"x\"".into()), ("if-match", t.into())],
+                Proceed,
+            ),
+            (
+                vec![("if-match", "\"x\"".into()), ("if-match", "\"y\"".into())],
+                Failed,
+            ),
             (vec![("if-match", t.into())], Proceed),
             (vec![("if-match", "W/\"abc\"".into())], Failed),
             (vec![("if-match", "\"x\"".into())], Failed),

@@ -183,10 +183,10 @@ impl State {
 }
 
 impl VHost {
-    fn locate(&self, path: &str) -> Option<&Action> {
+    fn locate(&self, path: &[u8]) -> Option<&Action> {
         self.locations
             .iter()
-            .find(|(p, _)| path.starts_with(p.as_str()))
+            .find(|(p, _)| path.starts_with(p.as_bytes()))
             .map(|(_, a)| a)
     }
 
@@ -566,15 +566,18 @@ async fn route(
     let host = hosts.next();
     // RFC 9112 §3.2: an HTTP/1.1 request without exactly one Host is a 400.
     let host_ok = hosts.next().is_none() && (host.is_some() || req.version() != Version::HTTP_11);
-    let host = host
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let host_name = host.map(|h| match h.rfind(':') {
-        Some(i) if !h.ends_with(']') => &h[..i],
-        _ => h,
-    });
-    let vhost = state.vhost(host_name);
-    if !host_ok {
+    // The target's authority, when it has one (absolute-form, or HTTP/2's :authority),
+    // names the host whatever Host says (RFC 9112 §3.2.2).
+    let host = match req.uri().authority() {
+        Some(a) => Some(Ok(a.as_str())),
+        None => host.map(|h| h.to_str().map_err(drop)),
+    };
+    let host_name = match host {
+        None => Ok(None),
+        Some(h) => h.and_then(host_name).map(Some),
+    };
+    let vhost = state.vhost(host_name.unwrap_or(None));
+    if !host_ok || host_name.is_err() {
         return vhost.error(StatusCode::BAD_REQUEST, head);
     }
     if let Some(expect) = req.headers().get(header::EXPECT)
@@ -582,7 +585,17 @@ async fn route(
     {
         return vhost.error(StatusCode::EXPECTATION_FAILED, head);
     }
-    let Some(action) = vhost.locate(req.uri().path()) else {
+    // As nginx: TRACE would echo the request's cookies and credentials back.
+    if req.method() == Method::TRACE {
+        return vhost.error(StatusCode::METHOD_NOT_ALLOWED, head);
+    }
+    // Locations match the decoded, normalised path, as in nginx, so `/api/../x` and
+    // `//api/x` go where `/x` and `/api/x` go; what is sent on keeps the client's form.
+    let action = match static_files::normalize_path(req.uri().path()) {
+        Ok(path) => vhost.locate(&path),
+        Err(status) => return vhost.error(status, head),
+    };
+    let Some(action) = action else {
         return vhost.error(StatusCode::NOT_FOUND, head);
     };
     let limits = BodyLimits {
@@ -591,6 +604,10 @@ async fn route(
     };
     match action {
         Action::Static(root) => {
+            // A declared length over the limit is refused before any `100 Continue`.
+            if req.body().size_hint().lower() > limits.max_size {
+                return vhost.error(StatusCode::PAYLOAD_TOO_LARGE, head);
+            }
             if !req.body().is_end_stream()
                 && let Err(status) = drain(req.body_mut(), limits).await
             {
@@ -609,6 +626,32 @@ async fn route(
             }
         }
     }
+}
+
+/// The host name a Host value or authority names, without its port; `Err` for one
+/// nginx refuses with a 400 (its `ngx_http_validate_host`): empty, `..`, a path
+/// separator, a control byte or space. A trailing dot is dropped.
+fn host_name(h: &str) -> Result<&str, ()> {
+    let b = h.as_bytes();
+    // Where the name ends; `None` while still inside it (`literal`: an IPv6 address).
+    let mut end = None;
+    let mut literal = false;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'.' if i > 0 && b[i - 1] == b'.' => return Err(()),
+            b'/' | b'\\' | 0..=0x20 | 0x7f => return Err(()),
+            b'[' if i == 0 => literal = true,
+            b']' if literal && end.is_none() => end = Some(i + 1),
+            b':' if !literal && end.is_none() => end = Some(i),
+            _ => {}
+        }
+    }
+    let name = &h[..end.unwrap_or(b.len())];
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Err(());
+    }
+    Ok(name)
 }
 
 /// Reads and discards a request body sent to a static location, enforcing the same
@@ -894,6 +937,40 @@ impl Drop for LogBody {
     fn drop(&mut self) {
         if let Some(e) = self.entry.take() {
             self.state.access.write(&e, self.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn host_names_as_nginx_validates_them() {
+        for (h, want) in [
+            ("example.com", "example.com"),
+            ("Example.COM:8080", "Example.COM"),
+            ("example.com.", "example.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("10.0.0.1:80", "10.0.0.1"),
+        ] {
+            assert_eq!(host_name(h), Ok(want), "{h}");
+        }
+        for h in [
+            "",
+            ".",
+            ":80",
+            "a..b",
+            "a/b",
+            "a\\b",
+            "a b",
+            "a\tb",
+            "a\u{7f}",
+            "a.test/../x",
+            "a:80/x",
+        ] {
+            assert_eq!(host_name(h), Err(()), "{h:?}");
         }
     }
 }

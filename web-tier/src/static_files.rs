@@ -28,6 +28,7 @@
 //! [`INLINE_MAX`] are read in the same call, larger ones are streamed by a blocking reader
 //! through a bounded channel.
 
+use std::borrow::Cow;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -227,6 +228,50 @@ pub fn sanitize_path(raw: &str) -> Result<PathBuf, StatusCode> {
         p.push(OsStr::from_bytes(&seg));
     }
     Ok(p)
+}
+
+/// The path locations are matched against, as nginx matches them: percent-decoded,
+/// repeated slashes merged, dot-segments resolved (a trailing one leaves the slash, as
+/// `/a/b/..` is `/a/`). Borrowed when there is nothing to do, the usual case. A `%`
+/// without two hex digits, a NUL byte or a `..` above the root is a 400.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, [u8]>, StatusCode> {
+    let bad = Err(StatusCode::BAD_REQUEST);
+    if !raw.starts_with('/') {
+        return bad;
+    }
+    if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
+        return Ok(Cow::Borrowed(raw.as_bytes()));
+    }
+    let decoded = percent_decode_strict(raw).ok_or(StatusCode::BAD_REQUEST)?;
+    if decoded.contains(&0) {
+        return bad;
+    }
+    let mut segs: Vec<&[u8]> = Vec::new();
+    let mut dir = false;
+    for seg in decoded[1..].split(|&b| b == b'/') {
+        dir = true;
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if segs.pop().is_none() {
+                    return bad;
+                }
+            }
+            _ => {
+                segs.push(seg);
+                dir = false;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for seg in &segs {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if dir || segs.is_empty() {
+        out.push(b'/');
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// Percent-decoding that rejects a `%` not followed by two hex digits (the lenient
@@ -497,16 +542,37 @@ enum Resolved {
     Done(Prepared),
 }
 
+/// Bytes a path segment carries percent-encoded in a `Location`: those not allowed in a
+/// segment (RFC 3986 §3.3), and `%` itself.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 fn resolve(root: &StaticRoot, req: &Parts, key: Key, mode: Mode) -> Result<Resolved, Fail> {
     let path = req.uri.path();
+    // A trailing slash names a directory: a file there is a 404, as nginx's ENOTDIR.
+    let dir_wanted = path.ends_with('/');
     let key = match cached(root, key) {
+        Ok(_) if dir_wanted => return Err(StatusCode::NOT_FOUND.into()),
         Ok(f) => return Ok(Resolved::File(f)),
         Err(key) => key,
     };
     if mode == Mode::Inline {
         // Only a directory's cached index file can still be answered here. A missing
         // index name is skipped as the blocking path would; anything else needs it.
-        if !path.ends_with('/') {
+        if !dir_wanted {
             return Err(Fail::WouldBlock);
         }
         for idx in &root.index {
@@ -520,14 +586,25 @@ fn resolve(root: &StaticRoot, req: &Parts, key: Key, mode: Mode) -> Result<Resol
     }
     let rel = key.1.clone();
     let dir = match open_blocking(root, key).map_err(|e| io_status(&e))? {
+        Ok(_) if dir_wanted => return Err(StatusCode::NOT_FOUND.into()),
         Ok(f) => return Ok(Resolved::File(f)),
         Err(Some(dir)) => dir,
         Err(None) => return Err(StatusCode::FORBIDDEN.into()),
     };
     if !path.ends_with('/') {
         // As nginx does: a directory without the slash is redirected so relative
-        // links inside its index resolve against the directory.
-        let mut loc = format!("{path}/");
+        // links inside its index resolve against the directory. The target is built
+        // from the confined path, never the raw one: `//host/..` would otherwise be a
+        // redirect to another site.
+        let mut loc = String::with_capacity(path.len() + 1);
+        for seg in rel.iter() {
+            loc.push('/');
+            loc.extend(percent_encoding::percent_encode(
+                seg.as_bytes(),
+                PATH_SEGMENT,
+            ));
+        }
+        loc.push('/');
         if let Some(q) = req.uri.query() {
             loc.push('?');
             loc.push_str(q);
@@ -1017,6 +1094,35 @@ mod tests {
         bad("/a%zz");
         bad("/a%4");
         bad("relative");
+    }
+
+    #[test]
+    fn normalize() {
+        let ok = |raw: &str, want: &str| {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(want.as_bytes()), "{raw}")
+        };
+        let bad =
+            |raw: &str| assert_eq!(normalize_path(raw), Err(StatusCode::BAD_REQUEST), "{raw}");
+        ok("/", "/");
+        ok("/a/b.txt", "/a/b.txt");
+        ok("/api/../index.html", "/index.html");
+        ok("//api/x", "/api/x");
+        ok("/%61pi/x", "/api/x");
+        ok("/api/%2e%2e/admin", "/admin");
+        ok("/a%2fb", "/a/b");
+        ok("/a/./b/", "/a/b/");
+        ok("/a/b/..", "/a/");
+        ok("/a/.", "/a/");
+        ok("/a/..", "/");
+        ok("/.well-known/x", "/.well-known/x");
+        bad("/..");
+        bad("/a/../../b");
+        bad("/%2e%2e/x");
+        bad("/a%00b");
+        bad("/a%zz");
+        bad("relative");
+        // Nothing to do: the path itself, not a copy.
+        assert!(matches!(normalize_path("/a/b.txt"), Ok(Cow::Borrowed(_))));
     }
 }
 
