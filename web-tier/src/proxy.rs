@@ -221,6 +221,24 @@ impl HttpBody for ClientBody {
     }
 }
 
+/// The `X-Forwarded-For` sent upstream: every one the client sent, in order, joined
+/// with ", ", then the client's address (nginx's `$proxy_add_x_forwarded_for`).
+fn forwarded_for(headers: &HeaderMap, client: &ClientInfo) -> HeaderValue {
+    let mut prev = headers.get_all(X_FORWARDED_FOR).into_iter();
+    let Some(first) = prev.next() else {
+        return client.ip.clone();
+    };
+    let mut v = first.as_bytes().to_vec();
+    for more in prev {
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(more.as_bytes());
+    }
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(client.ip.as_bytes());
+    // Valid field values joined by valid bytes: this cannot fail.
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| client.ip.clone())
+}
+
 /// An error the edge answers itself (rendered with the virtual server's error page).
 #[derive(Debug)]
 pub struct ProxyError(pub StatusCode);
@@ -241,20 +259,20 @@ pub async fn forward(
     }
 
     let mut headers = parts.headers;
-    // Host is preserved; HTTP/2 carries it as :authority instead.
-    if let Some(auth) = parts.uri.authority()
-        && !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(auth.as_str())
-    {
-        headers.insert(header::HOST, v);
+    // Host is preserved; HTTP/2 carries it as :authority instead. A request with
+    // neither (HTTP/1.0 allows that) gets the group's name, as nginx sends its
+    // `$proxy_host`: the upstream hears HTTP/1.1, which requires a Host (RFC 9112 §3.2).
+    if !headers.contains_key(header::HOST) {
+        let host = match parts.uri.authority() {
+            Some(auth) => HeaderValue::from_str(auth.as_str()),
+            None => HeaderValue::from_str(&group.name),
+        };
+        if let Ok(v) = host {
+            headers.insert(header::HOST, v);
+        }
     }
     strip_hop_by_hop(&mut headers);
-    let xff = headers
-        .get(X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", client.remote.ip())).ok())
-        // None before, or an unreadable one: the list starts here.
-        .unwrap_or_else(|| client.ip.clone());
+    let xff = forwarded_for(&headers, client);
     // These replace any the client sent.
     let forwarded = [
         (X_FORWARDED_FOR, xff),
