@@ -4,9 +4,9 @@
 //! this process (connect refused or timed out, pooled connection found dead) is tried on
 //! the next server whatever its method. Once sent, it is retried only if its method is
 //! idempotent (RFC 9110 §9.2.2) *and* it had no body, since a streamed body cannot be
-//! replayed. Error classes: connect/read timeout -> 504; refused, reset, or no live
-//! upstream -> 502; the client's own body being too large, too slow or malformed ->
-//! 413 / 408 / 400, and the upstream is not blamed.
+//! replayed. Error classes: connect/read timeout -> 504; refused, reset, an invalid
+//! answer head, or no live upstream -> 502; the client's own body being too large, too
+//! slow or malformed -> 413 / 408 / 400, and the upstream is not blamed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -504,6 +504,12 @@ async fn hyper_attempt(
     let guard = group.begin(i);
     match wait_with_progress(up.send(req), group.read_timeout, state).await {
         Some(Ok(resp)) => {
+            // Framing the lean client would refuse, hyper reads (a `Content-Length` next
+            // to `Transfer-Encoding` would reach the client with a chunked body's bytes):
+            // refused the same way. Dropping `up` closes the connection.
+            if let Err(e) = h1client::check_framing(resp.headers()) {
+                return Attempt::Failed(e.into());
+            }
             group.record_success(i);
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);

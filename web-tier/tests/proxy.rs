@@ -1,6 +1,6 @@
 //! Reverse proxy over real sockets, with in-test upstream servers: header rewriting,
-//! keep-alive pools, balancing, retries when an upstream dies, 502/504, streaming bodies
-//! and body limits.
+//! keep-alive pools, balancing, retries when an upstream dies, 502/504 (answers framed
+//! two ways among them), streaming bodies and body limits.
 
 mod common;
 
@@ -509,6 +509,90 @@ fn the_only_server_of_a_group_is_never_marked_down() {
     assert!(log.contains("upstream request failed"), "{log}");
     assert!(log.contains("\"marked_down\":\"false\""), "{log}");
     assert!(!log.contains("no live upstreams"), "{log}");
+}
+
+/// Requests and the answer the upstream gives each, one connection per request: framing
+/// that nginx refuses ("upstream sent invalid header"), through the lean client (no
+/// body) and hyper's (a POST), then an answer both pass on.
+const FRAMING: [(&str, &[u8]); 12] = [
+    (
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ),
+    (
+        "HEAD /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+    ),
+    (
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ),
+    (
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ),
+    (
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    ),
+    (
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+    ),
+    (
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    ),
+    (
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ),
+    (
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    ),
+    (
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    ),
+    (
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    ),
+];
+
+#[test]
+fn answers_framed_two_ways_give_502_through_either_client() {
+    let (addr, conns) = raw_upstream(FRAMING.len(), |i, mut s| {
+        if read_head(&mut s) {
+            let _ = s.write_all(FRAMING[i].1);
+        }
+    });
+    let web = Web::start(&config(&[(addr, 1)], "max_fails = 0"), &[]);
+    let (bad, good) = FRAMING.split_at(FRAMING.len() - 2);
+    for (i, (req, _)) in bad.iter().enumerate() {
+        let r = send(&web, req);
+        assert_eq!(r.status, 502, "{i}: {req}");
+        if !req.starts_with("HEAD") {
+            assert_eq!(r.text(), "bad gateway\n", "{i}: {req}");
+        }
+    }
+    for (req, _) in good {
+        let r = send(&web, req);
+        assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{req}");
+    }
+    // One connection per request: none was reused after a refused answer.
+    assert_eq!(conns.accepted.load(Ordering::SeqCst), FRAMING.len());
+    let log = common::read_string(&web.path("error.log"));
+    assert_eq!(
+        log.matches("invalid answer from the upstream").count(),
+        bad.len(),
+        "{log}"
+    );
 }
 
 #[test]
