@@ -91,7 +91,11 @@ pub enum SendError {
     /// Not a byte of the request was written: it may go on another connection as is.
     #[error("the connection failed before the request was written: {0}")]
     Unsent(io::Error),
-    /// Reading or writing failed after the request (or part of it) was written.
+    /// The connection failed (reset, broken pipe) once the request or part of it was
+    /// written, before a byte of the answer arrived.
+    #[error("the connection failed before the upstream answered: {0}")]
+    Unanswered(io::Error),
+    /// Reading failed once part of the answer had arrived.
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The upstream closed the connection before a byte of its answer.
@@ -117,9 +121,9 @@ impl Conn {
     }
 
     /// Whether it served an earlier request. An idempotent request that finds such a
-    /// connection closed without an answer is sent again on a new one (nginx does the
-    /// same for its cached upstream connections): the upstream may have closed it just
-    /// as the request went out.
+    /// connection closed or reset without an answer is sent again on a new one (nginx
+    /// does the same for its cached upstream connections): the upstream may have closed
+    /// it just as the request went out.
     pub fn reused(&self) -> bool {
         self.reused
     }
@@ -159,12 +163,15 @@ impl Conn {
                 Ok(0) if sent == 0 => {
                     return Err(SendError::Unsent(io::ErrorKind::WriteZero.into()));
                 }
-                Ok(0) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(0) => return Err(SendError::Unanswered(io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(SendError::Io(e)) if sent == 0 => return Err(SendError::Unsent(e)),
+                Err(SendError::Io(e)) => return Err(SendError::Unanswered(e)),
                 Err(e) => return Err(e),
             }
         }
+        // Whether a byte of the answer (an interim one included) has arrived.
+        let mut answered = false;
         loop {
             if let Some(head) = self.parse_head(method)? {
                 return Ok(head);
@@ -174,12 +181,16 @@ impl Conn {
             if self.buf.len() > MAX_HEAD {
                 return Err(SendError::Malformed("response head too large"));
             }
-            if poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
-                return Err(if self.buf.is_empty() {
-                    SendError::Closed
-                } else {
-                    SendError::Malformed("connection closed inside the response head")
-                });
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) if answered => {
+                    return Err(SendError::Malformed(
+                        "connection closed inside the response head",
+                    ));
+                }
+                Ok(0) => return Err(SendError::Closed),
+                Ok(_) => answered = true,
+                Err(SendError::Io(e)) if !answered => return Err(SendError::Unanswered(e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -1089,6 +1100,31 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_reset_before_the_answer_is_told_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut conn = Conn::new(
+            TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap(),
+            Duration::from_secs(5),
+        );
+        let (server, _) = listener.accept().await.unwrap();
+        let reset = tokio::spawn(async move {
+            // Closed with the request unread: the kernel answers with a reset.
+            server.readable().await.unwrap();
+            drop(server);
+        });
+        let uri: Uri = "/x".parse().unwrap();
+        let err = conn
+            .send(&Method::GET, &uri, &h(&[("host", "up")]), &[])
+            .await
+            .err()
+            .expect("no answer");
+        assert!(matches!(err, SendError::Unanswered(_)), "{err:?}");
+        reset.await.unwrap();
     }
 
     /// Waits (up to 10 s) for an idle connection to be seen as dead.

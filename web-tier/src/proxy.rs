@@ -4,9 +4,12 @@
 //! this process (connect refused or timed out, pooled connection found dead) is tried on
 //! the next server whatever its method. Once sent, it is retried only if its method is
 //! idempotent (RFC 9110 §9.2.2) *and* it had no body, since a streamed body cannot be
-//! replayed. Error classes: connect/read timeout -> 504; refused, reset, an invalid
-//! answer head, or no live upstream -> 502; the client's own body being too large, too
-//! slow or malformed -> 413 / 408 / 400, and the upstream is not blamed.
+//! replayed. One without a body that a reused connection loses (closed or reset before
+//! a byte of the answer) is sent again and not held against the server: the upstream
+//! may have closed the idle connection just as the request went out. Error classes:
+//! connect/read timeout -> 504; refused, reset, an invalid answer head, or no live
+//! upstream -> 502; the client's own body being too large, too slow or malformed ->
+//! 413 / 408 / 400, and the upstream is not blamed.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -478,8 +481,12 @@ async fn lean_attempt(
             Attempt::Answer(Response::from_parts(parts, Body::new(body)))
         }
         Err(h1client::SendError::Unsent(_)) => Attempt::Unsent,
-        // Every method the lean client takes is idempotent (see `h1client::handles`).
-        Err(h1client::SendError::Closed) if reused => Attempt::Unsent,
+        // A pooled connection the upstream closed or reset just as the request went out:
+        // sent again (every method the lean client takes is idempotent, see
+        // `h1client::handles`), and not held against the server.
+        Err(h1client::SendError::Closed | h1client::SendError::Unanswered(_)) if reused => {
+            Attempt::Unsent
+        }
         Err(h1client::SendError::TimedOut) => Attempt::TimedOut,
         Err(e) => Attempt::Failed(e.into()),
     }

@@ -491,6 +491,34 @@ fn a_get_whose_pooled_connection_closes_unanswered_is_sent_again() {
     assert!(!log.contains("upstream request failed"), "{log}");
 }
 
+/// An upstream that answers the first request on each connection and resets the
+/// connection when the second arrives: the race of the test above, with an upstream
+/// that closes with a reset (or a connection that is reset on the way).
+fn resetting_upstream() -> (SocketAddr, Counts) {
+    raw_upstream(2, |_, mut s| {
+        if read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            // Closing with the next request unread makes the kernel send a reset.
+            let _ = s.peek(&mut [0u8; 1]);
+        }
+    })
+}
+
+#[test]
+fn a_get_whose_pooled_connection_is_reset_unanswered_is_sent_again() {
+    let (addr, conns) = resetting_upstream();
+    // One server, so a retry can only be on the same one.
+    let web = Web::start(&config(&[(addr, 1)], ""), &[]);
+    for i in 0..2 {
+        let r = get(&web, "/api/x");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(conns.accepted.load(Ordering::SeqCst), 2);
+    // Not counted against the server.
+    let log = common::read_string(&web.path("error.log"));
+    assert!(!log.contains("upstream request failed"), "{log}");
+}
+
 #[test]
 fn the_only_server_of_a_group_is_never_marked_down() {
     // The first connection closes unanswered; the next one answers.
