@@ -24,9 +24,14 @@
 //!   timeout without progress (nginx's `proxy_read_timeout`); the timer stays with the
 //!   connection and is re-armed, not made, for each exchange.
 //! - Frames the body as RFC 9112 §6.3 says: none for `HEAD`, `204` and `304`; chunked
-//!   when `Transfer-Encoding` ends in `chunked` (then `Content-Length` is ignored and
-//!   the connection is not reused); `Content-Length` when every value agrees (else the
-//!   answer is refused); otherwise until the upstream closes.
+//!   with `Transfer-Encoding: chunked`; else by `Content-Length`; else until the
+//!   upstream closes. As nginx does, an answer is refused (502) whatever its method or
+//!   status when its framing fields could be read two ways: both fields, a transfer
+//!   coding other than `chunked` alone, more than one field of either, a length that
+//!   is not 1*DIGIT (a list such as `5, 5` too). hyper's client reads such answers, so
+//!   the proxy checks its answers by the same rules ([`check_framing`]). An HTTP/1.0
+//!   answer with `Transfer-Encoding` is read, and its connection not reused (RFC 9112
+//!   §6.1). A head is at most 64 KiB, chunk sizes 1*HEXDIG fitting in 64 bits.
 //! - Streams the body ([`LeanBody`]) as the client takes it and returns the connection
 //!   to its pool at the end when it may be reused (HTTP/1.1 without `Connection:
 //!   close`, nothing read past the answer).
@@ -86,7 +91,11 @@ pub enum SendError {
     /// Not a byte of the request was written: it may go on another connection as is.
     #[error("the connection failed before the request was written: {0}")]
     Unsent(io::Error),
-    /// Reading or writing failed after the request (or part of it) was written.
+    /// The connection failed (reset, broken pipe) once the request or part of it was
+    /// written, before a byte of the answer arrived.
+    #[error("the connection failed before the upstream answered: {0}")]
+    Unanswered(io::Error),
+    /// Reading failed once part of the answer had arrived.
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The upstream closed the connection before a byte of its answer.
@@ -112,9 +121,9 @@ impl Conn {
     }
 
     /// Whether it served an earlier request. An idempotent request that finds such a
-    /// connection closed without an answer is sent again on a new one (nginx does the
-    /// same for its cached upstream connections): the upstream may have closed it just
-    /// as the request went out.
+    /// connection closed or reset without an answer is sent again on a new one (nginx
+    /// does the same for its cached upstream connections): the upstream may have closed
+    /// it just as the request went out.
     pub fn reused(&self) -> bool {
         self.reused
     }
@@ -154,25 +163,34 @@ impl Conn {
                 Ok(0) if sent == 0 => {
                     return Err(SendError::Unsent(io::ErrorKind::WriteZero.into()));
                 }
-                Ok(0) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(0) => return Err(SendError::Unanswered(io::ErrorKind::WriteZero.into())),
                 Ok(n) => sent += n,
                 Err(SendError::Io(e)) if sent == 0 => return Err(SendError::Unsent(e)),
+                Err(SendError::Io(e)) => return Err(SendError::Unanswered(e)),
                 Err(e) => return Err(e),
             }
         }
+        // Whether a byte of the answer (an interim one included) has arrived.
+        let mut answered = false;
         loop {
             if let Some(head) = self.parse_head(method)? {
                 return Ok(head);
             }
+            // An incomplete head already over the limit (a complete one is measured in
+            // `parse_head`).
             if self.buf.len() > MAX_HEAD {
                 return Err(SendError::Malformed("response head too large"));
             }
-            if poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
-                return Err(if self.buf.is_empty() {
-                    SendError::Closed
-                } else {
-                    SendError::Malformed("connection closed inside the response head")
-                });
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) if answered => {
+                    return Err(SendError::Malformed(
+                        "connection closed inside the response head",
+                    ));
+                }
+                Ok(0) => return Err(SendError::Closed),
+                Ok(_) => answered = true,
+                Err(SendError::Io(e)) if !answered => return Err(SendError::Unanswered(e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -226,6 +244,11 @@ impl Conn {
                 &self.buf,
                 &mut fields,
             ) {
+                // However the reads fell (one can bring the rest of a head and much
+                // more), a head is measured whole.
+                Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                    return Err(SendError::Malformed("response head too large"));
+                }
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(httparse::Error::TooManyHeaders) => {
@@ -368,12 +391,15 @@ struct Facts {
     keep_alive: bool,
     /// `Connection` names a field that is not hop-by-hop already.
     named: bool,
+    /// A `Transfer-Encoding` field came (the body is chunked: any other value is a
+    /// [`Facts::fault`]).
     transfer_encoding: bool,
-    /// The last transfer coding is `chunked`.
-    chunked: bool,
+    /// A `Content-Length` field came.
     content_length: bool,
-    /// The length every `Content-Length` value agrees on, or why there is none.
-    length: Option<Result<u64, &'static str>>,
+    /// Its value, if valid (else there is a [`Facts::fault`]).
+    length: u64,
+    /// The first framing field seen that makes the answer unusable.
+    fault: Option<&'static str>,
 }
 
 impl Facts {
@@ -391,28 +417,28 @@ impl Facts {
                 }
                 false
             }
+            // nginx's rules for an upstream's answer (its upstream module's
+            // `process_transfer_encoding` and `process_content_length`), stricter than
+            // RFC 9112 §6.3 asks of a client: one field of each at most, exactly
+            // `chunked`, a length of digits only (no list, even of equal values).
+            // Anything else could be read two ways by whoever is behind this proxy.
             17 if is("transfer-encoding") => {
-                self.transfer_encoding = true;
-                if let Some(t) = list(value).last() {
-                    self.chunked = t.eq_ignore_ascii_case(b"chunked");
+                if self.transfer_encoding {
+                    self.refuse("more than one Transfer-Encoding field");
+                } else if !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    self.refuse("a Transfer-Encoding other than chunked");
                 }
+                self.transfer_encoding = true;
                 false
             }
             14 if is("content-length") => {
+                if self.content_length {
+                    self.refuse("more than one Content-Length field");
+                }
                 self.content_length = true;
-                for t in value.split(|&b| b == b',') {
-                    let t = t.trim_ascii();
-                    let n = (!t.is_empty() && t.iter().all(u8::is_ascii_digit))
-                        .then(|| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
-                        .flatten();
-                    self.length = Some(match (self.length.take(), n) {
-                        (Some(Err(e)), _) => Err(e),
-                        (_, None) => Err("invalid Content-Length"),
-                        (Some(Ok(l)), Some(n)) if l != n => {
-                            Err("conflicting Content-Length values")
-                        }
-                        (_, Some(n)) => Ok(n),
-                    });
+                match digits(value.trim_ascii()) {
+                    Some(n) => self.length = n,
+                    None => self.refuse("invalid Content-Length"),
                 }
                 true
             }
@@ -420,6 +446,20 @@ impl Facts {
             6 if is("server") => false,
             _ => !is_hop_by_hop(name.as_bytes()),
         }
+    }
+
+    /// Notes a fault, unless an earlier one was noted.
+    fn refuse(&mut self, why: &'static str) {
+        self.fault.get_or_insert(why);
+    }
+
+    /// Why the framing fields make the answer unusable, whatever its method or status
+    /// (nginx answers such an answer with 502, "upstream sent invalid header").
+    fn fault(&self) -> Option<&'static str> {
+        self.fault.or_else(|| {
+            (self.transfer_encoding && self.content_length)
+                .then_some("both Transfer-Encoding and Content-Length")
+        })
     }
 
     /// How the body is delimited, as the state reading it starts in ([`State::Done`]:
@@ -431,27 +471,85 @@ impl Facts {
         status: StatusCode,
         http11: bool,
     ) -> Result<(State, bool), SendError> {
-        let keep = if http11 { !self.close } else { self.keep_alive };
+        if let Some(why) = self.fault() {
+            return Err(SendError::Malformed(why));
+        }
+        // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding is read as it says
+        // (as nginx does), and the connection is closed after it.
+        let keep = if http11 {
+            !self.close
+        } else {
+            self.keep_alive && !self.transfer_encoding
+        };
         if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
         {
             return Ok((State::Done, keep));
         }
-        if self.transfer_encoding {
-            // With both, Transfer-Encoding wins and the connection is not trusted again.
-            return Ok(if self.chunked {
-                (State::Chunk(Chunk::Size), keep && !self.content_length)
-            } else {
-                (State::Close, false)
-            });
-        }
-        match self.length {
-            Some(Ok(n)) => Ok((State::Length(n), keep)),
-            Some(Err(e)) => Err(SendError::Malformed(e)),
-            None => Ok((State::Close, false)),
-        }
+        Ok(if self.transfer_encoding {
+            (State::Chunk(Chunk::Size), keep)
+        } else if self.content_length {
+            (State::Length(self.length), keep)
+        } else {
+            (State::Close, false)
+        })
     }
+}
+
+/// Refuses an answer whose framing fields the lean client would refuse (see
+/// [`Facts::see`]): for hyper's client, which reads such answers (it keeps a
+/// `Content-Length` next to `Transfer-Encoding: chunked`, accepts `5, 5`, reads
+/// `Transfer-Encoding: gzip` to the close), so that both clients pass on the same.
+pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), SendError> {
+    let mut facts = Facts::default();
+    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
+        facts.see("transfer-encoding", value.as_bytes());
+    }
+    for value in headers.get_all(http::header::CONTENT_LENGTH) {
+        facts.see("content-length", value.as_bytes());
+    }
+    facts
+        .fault()
+        .map_or(Ok(()), |why| Err(SendError::Malformed(why)))
+}
+
+/// A decimal number of 1*DIGIT (no sign, no spaces), if it fits in a `u64`.
+fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &d| {
+        let d = char::from(d).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(d))
+    })
+}
+
+/// A chunk-size line's size (RFC 9112 §7.1): 1*HEXDIG, then nothing, or `;` and the
+/// chunk extensions (ignored), with optional whitespace before the `;` (BWS, §7.1.1).
+/// Leading zeros are allowed; a size that does not fit in a `u64` is refused.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let (hex, rest) = line.split_at(end);
+    // After the digits: nothing, or `;` after optional spaces and tabs.
+    let bws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    if hex.is_empty() || !(rest.is_empty() || rest.get(bws) == Some(&b';')) {
+        return None;
+    }
+    let zeros = hex.iter().take_while(|&&b| b == b'0').count();
+    let hex = &hex[zeros..];
+    if hex.len() > 16 {
+        return None;
+    }
+    hex.iter().try_fold(0u64, |n, &d| {
+        Some((n << 4) | u64::from(char::from(d).to_digit(16)?))
+    })
 }
 
 /// Where reading a body stands.
@@ -573,14 +671,7 @@ impl LeanBody {
                         }
                         continue;
                     }
-                    let size = line
-                        .split(|&b| b == b';')
-                        .next()
-                        .map(<[u8]>::trim_ascii)
-                        .filter(|s| !s.is_empty() && s.len() <= 16)
-                        .and_then(|s| std::str::from_utf8(s).ok())
-                        .and_then(|s| u64::from_str_radix(s, 16).ok());
-                    self.state = match size {
+                    self.state = match chunk_size(line) {
                         None => return Some(self.fail("invalid chunk size")),
                         Some(0) => State::Chunk(Chunk::Trailers),
                         Some(n) => State::Chunk(Chunk::Data(n)),
@@ -787,7 +878,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bodies_to_the_close_and_conflicting_framing_are_not_reused() {
+    async fn bodies_to_the_close_and_http_1_0_chunked_are_not_reused() {
         // No length: the body runs to the close.
         let (addr, _) = scripted(vec![Some(b"HTTP/1.1 200 OK\r\n\r\nuntil the end"), None], 3);
         let g = group(addr);
@@ -795,9 +886,10 @@ mod tests {
             exchange(&g, Method::GET).await.unwrap(),
             (200, Ok(b"until the end".to_vec()), 0)
         );
-        // Both Transfer-Encoding and Content-Length: chunked wins, not reused.
+        // HTTP/1.0 with Transfer-Encoding: read as chunked, then closed even though it
+        // asks for keep-alive (RFC 9112 §6.1).
         let (addr, _) = scripted(
-            vec![Some(b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")],
+            vec![Some(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")],
             usize::MAX,
         );
         let g = group(addr);
@@ -819,30 +911,87 @@ mod tests {
 
     #[tokio::test]
     async fn bad_answers_fail_the_exchange() {
-        let cases: [(&'static [u8], &str); 7] = [
+        let cases: [(Method, &'static [u8], &str); 16] = [
             (
+                Method::GET,
                 b"HTTP/1.1 101 Switching Protocols\r\nupgrade: ws\r\n\r\n",
                 "101",
             ),
             (
+                Method::GET,
                 b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\nx",
-                "conflicting",
+                "invalid Content-Length",
+            ),
+            // A list, even of one value repeated, is not a length (nginx: 502).
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello",
+                "invalid Content-Length",
             ),
             (
+                Method::GET,
                 b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
                 "invalid Content-Length",
             ),
             (
+                Method::GET,
                 b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
-                "conflicting",
+                "more than one Content-Length",
             ),
-            (b"HTTP/1.1 2000 OK\r\n\r\n", "unparsable"),
-            (b"HTTX/1.1 200 OK\r\n\r\n", "unparsable"),
-            (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "unparsable"),
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\nx",
+                "more than one Content-Length",
+            ),
+            // Both: whichever the client behind the proxy believes, it is wrong.
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                "both Transfer-Encoding and Content-Length",
+            ),
+            // Whatever the method or status.
+            (
+                Method::HEAD,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                "both Transfer-Encoding and Content-Length",
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\ntransfer-encoding: chunked\r\n\r\n",
+                "both Transfer-Encoding and Content-Length",
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: gzip\r\n\r\n",
+                "other than chunked",
+            ),
+            // Transfer codings other than `chunked` alone.
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nzzz",
+                "other than chunked",
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+                "other than chunked",
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+                "more than one Transfer-Encoding",
+            ),
+            (Method::GET, b"HTTP/1.1 2000 OK\r\n\r\n", "unparsable"),
+            (Method::GET, b"HTTX/1.1 200 OK\r\n\r\n", "unparsable"),
+            (
+                Method::GET,
+                b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+                "unparsable",
+            ),
         ];
-        for (answer, want) in cases {
+        for (method, answer, want) in cases {
             let (addr, _) = scripted(vec![Some(answer)], usize::MAX);
-            let err = exchange(&group(addr), Method::GET).await.unwrap_err();
+            let err = exchange(&group(addr), method).await.unwrap_err();
             assert!(
                 err.contains(want),
                 "{:?}: {err}",
@@ -861,6 +1010,25 @@ mod tests {
         let (addr, _) = scripted(vec![Some(huge)], usize::MAX);
         let err = exchange(&group(addr), Method::GET).await.unwrap_err();
         assert!(err.contains("too large"), "{err}");
+        // The limit is exact, however the reads fall: a head one byte over it is refused
+        // even when it ends in the read that crossed the limit.
+        let head = |len: usize| -> &'static [u8] {
+            let start = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx: ".as_slice();
+            let fill = len - start.len() - 4;
+            Box::leak(
+                [start, &vec![b'a'; fill], b"\r\n\r\n"]
+                    .concat()
+                    .into_boxed_slice(),
+            )
+        };
+        let (addr, _) = scripted(vec![Some(head(MAX_HEAD))], usize::MAX);
+        assert_eq!(
+            exchange(&group(addr), Method::GET).await.unwrap(),
+            (200, Ok(vec![]), 1)
+        );
+        let (addr, _) = scripted(vec![Some(head(MAX_HEAD + 1))], usize::MAX);
+        let err = exchange(&group(addr), Method::GET).await.unwrap_err();
+        assert!(err.contains("too large"), "{err}");
         // Closed before answering; closed inside the head.
         let (addr, _) = scripted(vec![None], usize::MAX);
         let err = exchange(&group(addr), Method::GET).await.unwrap_err();
@@ -869,12 +1037,16 @@ mod tests {
 
     #[tokio::test]
     async fn bad_bodies_fail_the_body_and_drop_the_connection() {
-        let cases: [&'static [u8]; 4] = [
+        let cases: [&'static [u8]; 7] = [
             // Shorter than its length, then closed.
             b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabX\r\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n11111111111111111\r\n",
+            // A sign or spaces around the size.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+2\r\nab\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n 2\r\nab\r\n0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2 \r\nab\r\n0\r\n\r\n",
         ];
         for answer in cases {
             let (addr, _) = scripted(vec![Some(answer), None], usize::MAX);
@@ -887,6 +1059,72 @@ mod tests {
             );
             assert_eq!(pooled, 0);
         }
+    }
+
+    #[tokio::test]
+    async fn chunk_sizes_may_have_leading_zeros_and_space_before_extensions() {
+        let (addr, _) = scripted(
+            vec![Some(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n00000000000000000003\r\nabc\r\n2 \t;ext=\"x\"\r\nde\r\n000\r\n\r\n")],
+            usize::MAX,
+        );
+        assert_eq!(
+            exchange(&group(addr), Method::GET).await.unwrap(),
+            (200, Ok(b"abcde".to_vec()), 1)
+        );
+    }
+
+    #[test]
+    fn chunk_size_is_hex_digits_then_extensions() {
+        for (line, want) in [
+            (&b"0"[..], Some(0)),
+            (b"1a", Some(26)),
+            (b"A;x=1", Some(10)),
+            (b"a ;x", Some(10)),
+            (b"a\t ;", Some(10)),
+            (b"0000000000000000000000ffffffffffffffff", Some(u64::MAX)),
+            (b"10000000000000000", None),
+            (b"", None),
+            (b";x", None),
+            (b"+a", None),
+            (b"-0", None),
+            (b" a", None),
+            (b"a ", None),
+            (b"a b", None),
+            (b"0x1", None),
+            (b"1g", None),
+        ] {
+            assert_eq!(
+                chunk_size(line),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_before_the_answer_is_told_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut conn = Conn::new(
+            TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap(),
+            Duration::from_secs(5),
+        );
+        let (server, _) = listener.accept().await.unwrap();
+        let reset = tokio::spawn(async move {
+            // Closed with the request unread: the kernel answers with a reset.
+            server.readable().await.unwrap();
+            drop(server);
+        });
+        let uri: Uri = "/x".parse().unwrap();
+        let err = conn
+            .send(&Method::GET, &uri, &h(&[("host", "up")]), &[])
+            .await
+            .err()
+            .expect("no answer");
+        assert!(matches!(err, SendError::Unanswered(_)), "{err:?}");
+        reset.await.unwrap();
     }
 
     /// Waits (up to 10 s) for an idle connection to be seen as dead.
@@ -980,9 +1218,24 @@ mod tests {
             Ok((State::Length(5), true))
         );
         assert_eq!(
-            f(&get, ok, &[("content-length", "5, 5")], true),
-            Ok((State::Length(5), true))
+            f(
+                &get,
+                ok,
+                &[("content-length", "18446744073709551615")],
+                true
+            ),
+            Ok((State::Length(u64::MAX), true))
         );
+        assert!(
+            f(
+                &get,
+                ok,
+                &[("content-length", "18446744073709551616")],
+                true
+            )
+            .is_err()
+        );
+        assert!(f(&get, ok, &[("content-length", "5, 5")], true).is_err());
         assert!(f(&get, ok, &[("content-length", "5, 6")], true).is_err());
         assert!(
             f(
@@ -995,29 +1248,55 @@ mod tests {
         );
         assert!(f(&get, ok, &[("content-length", "+5")], true).is_err());
         assert!(f(&get, ok, &[("content-length", "")], true).is_err());
+        assert!(
+            f(
+                &get,
+                ok,
+                &[("content-length", "5"), ("content-length", "5")],
+                true
+            )
+            .is_err()
+        );
         assert_eq!(
-            f(&get, ok, &[("transfer-encoding", "gzip, chunked")], true),
+            f(&get, ok, &[("transfer-encoding", "chunked")], true),
             Ok((State::Chunk(Chunk::Size), true))
         );
-        // Both: chunked wins, and the connection is not reused.
+        for te in ["gzip, chunked", "chunked, chunked", "identity", "gzip", ""] {
+            assert!(
+                f(&get, ok, &[("transfer-encoding", te)], true).is_err(),
+                "{te}"
+            );
+        }
+        // Both: refused (502), whatever the method or status.
+        for (m, s) in [
+            (&get, ok),
+            (&Method::HEAD, ok),
+            (&get, StatusCode::NO_CONTENT),
+            (&get, StatusCode::NOT_MODIFIED),
+        ] {
+            assert!(
+                f(
+                    m,
+                    s,
+                    &[("transfer-encoding", "chunked"), ("content-length", "5")],
+                    true
+                )
+                .is_err()
+            );
+        }
+        // Field names as they come and `chunked` in any case, the value trimmed.
         assert_eq!(
-            f(
-                &get,
-                ok,
-                &[("transfer-encoding", "chunked"), ("content-length", "5")],
-                true
-            ),
-            Ok((State::Chunk(Chunk::Size), false))
+            f(&get, ok, &[("Transfer-Encoding", " Chunked ")], true),
+            Ok((State::Chunk(Chunk::Size), true))
         );
-        // Field names as they come, in any case.
-        assert_eq!(
+        assert!(
             f(
                 &get,
                 ok,
-                &[("Transfer-Encoding", "chunked"), ("Content-Length", "5")],
+                &[("Content-Length", "5"), ("TRANSFER-ENCODING", "chunked")],
                 true
-            ),
-            Ok((State::Chunk(Chunk::Size), false))
+            )
+            .is_err()
         );
         assert_eq!(
             f(
@@ -1027,10 +1306,6 @@ mod tests {
                 true
             ),
             Ok((State::Length(3), false))
-        );
-        assert_eq!(
-            f(&get, ok, &[("transfer-encoding", "gzip")], true),
-            Ok((State::Close, false))
         );
         assert_eq!(f(&get, ok, &[], true), Ok((State::Close, false)));
         assert_eq!(
@@ -1072,6 +1347,48 @@ mod tests {
             ),
             Ok((State::Length(1), true))
         );
+        // HTTP/1.0 with Transfer-Encoding: read as it says, never reused (RFC 9112
+        // §6.1), even when it has no body.
+        for m in [&get, &Method::HEAD] {
+            assert_eq!(
+                f(
+                    m,
+                    ok,
+                    &[
+                        ("transfer-encoding", "chunked"),
+                        ("connection", "keep-alive")
+                    ],
+                    false
+                )
+                .map(|(_, keep)| keep),
+                Ok(false)
+            );
+        }
+    }
+
+    #[test]
+    fn hyper_answers_are_checked_by_the_same_rules() {
+        let check = |p: &[(&str, &str)]| check_framing(&h(p)).map_err(|e| e.to_string());
+        assert_eq!(check(&[("content-length", "5")]), Ok(()));
+        assert_eq!(check(&[("transfer-encoding", "chunked")]), Ok(()));
+        assert_eq!(check(&[("x-other", "1")]), Ok(()));
+        for bad in [
+            &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+            &[("content-length", "5, 5")],
+            &[("content-length", "5"), ("content-length", "5")],
+            &[("content-length", "x")],
+            &[("transfer-encoding", "gzip")],
+            &[
+                ("transfer-encoding", "gzip"),
+                ("transfer-encoding", "chunked"),
+            ],
+        ] {
+            let err = check(bad).unwrap_err();
+            assert!(
+                err.starts_with("invalid answer from the upstream"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

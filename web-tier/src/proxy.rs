@@ -4,7 +4,10 @@
 //! this process (connect refused or timed out, pooled connection found dead) is tried on
 //! the next server whatever its method. Once sent, it is retried only if its method is
 //! idempotent (RFC 9110 §9.2.2) *and* it had no body, since a streamed body cannot be
-//! replayed. Error classes: connect/read timeout -> 504; refused, reset, or no live
+//! replayed. One without a body that a reused connection loses (closed or reset before
+//! a byte of the answer) is sent again and not held against the server: the upstream
+//! may have closed the idle connection just as the request went out. Error classes:
+//! connect/read timeout -> 504; refused, reset, an invalid answer head, or no live
 //! upstream -> 502; the client's own body being too large, too slow or malformed ->
 //! 413 / 408 / 400, and the upstream is not blamed.
 
@@ -221,6 +224,24 @@ impl HttpBody for ClientBody {
     }
 }
 
+/// The `X-Forwarded-For` sent upstream: every one the client sent, in order, joined
+/// with ", ", then the client's address (nginx's `$proxy_add_x_forwarded_for`).
+fn forwarded_for(headers: &HeaderMap, client: &ClientInfo) -> HeaderValue {
+    let mut prev = headers.get_all(X_FORWARDED_FOR).into_iter();
+    let Some(first) = prev.next() else {
+        return client.ip.clone();
+    };
+    let mut v = first.as_bytes().to_vec();
+    for more in prev {
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(more.as_bytes());
+    }
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(client.ip.as_bytes());
+    // Valid field values joined by valid bytes: this cannot fail.
+    HeaderValue::from_maybe_shared(Bytes::from(v)).unwrap_or_else(|_| client.ip.clone())
+}
+
 /// An error the edge answers itself (rendered with the virtual server's error page).
 #[derive(Debug)]
 pub struct ProxyError(pub StatusCode);
@@ -241,20 +262,20 @@ pub async fn forward(
     }
 
     let mut headers = parts.headers;
-    // Host is preserved; HTTP/2 carries it as :authority instead.
-    if let Some(auth) = parts.uri.authority()
-        && !headers.contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(auth.as_str())
-    {
-        headers.insert(header::HOST, v);
+    // Host is preserved; HTTP/2 carries it as :authority instead. A request with
+    // neither (HTTP/1.0 allows that) gets the group's name, as nginx sends its
+    // `$proxy_host`: the upstream hears HTTP/1.1, which requires a Host (RFC 9112 §3.2).
+    if !headers.contains_key(header::HOST) {
+        let host = match parts.uri.authority() {
+            Some(auth) => HeaderValue::from_str(auth.as_str()),
+            None => HeaderValue::from_str(&group.name),
+        };
+        if let Ok(v) = host {
+            headers.insert(header::HOST, v);
+        }
     }
     strip_hop_by_hop(&mut headers);
-    let xff = headers
-        .get(X_FORWARDED_FOR)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", client.remote.ip())).ok())
-        // None before, or an unreadable one: the list starts here.
-        .unwrap_or_else(|| client.ip.clone());
+    let xff = forwarded_for(&headers, client);
     // These replace any the client sent.
     let forwarded = [
         (X_FORWARDED_FOR, xff),
@@ -460,8 +481,12 @@ async fn lean_attempt(
             Attempt::Answer(Response::from_parts(parts, Body::new(body)))
         }
         Err(h1client::SendError::Unsent(_)) => Attempt::Unsent,
-        // Every method the lean client takes is idempotent (see `h1client::handles`).
-        Err(h1client::SendError::Closed) if reused => Attempt::Unsent,
+        // A pooled connection the upstream closed or reset just as the request went out:
+        // sent again (every method the lean client takes is idempotent, see
+        // `h1client::handles`), and not held against the server.
+        Err(h1client::SendError::Closed | h1client::SendError::Unanswered(_)) if reused => {
+            Attempt::Unsent
+        }
         Err(h1client::SendError::TimedOut) => Attempt::TimedOut,
         Err(e) => Attempt::Failed(e.into()),
     }
@@ -486,6 +511,12 @@ async fn hyper_attempt(
     let guard = group.begin(i);
     match wait_with_progress(up.send(req), group.read_timeout, state).await {
         Some(Ok(resp)) => {
+            // Framing the lean client would refuse, hyper reads (a `Content-Length` next
+            // to `Transfer-Encoding` would reach the client with a chunked body's bytes):
+            // refused the same way. Dropping `up` closes the connection.
+            if let Err(e) = h1client::check_framing(resp.headers()) {
+                return Attempt::Failed(e.into());
+            }
             group.record_success(i);
             let (mut rparts, rbody) = resp.into_parts();
             strip_hop_by_hop(&mut rparts.headers);

@@ -150,10 +150,11 @@ impl Group {
         // The clock is only read when some server is marked down.
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(Instant::now);
-        if let [peer] = &self.peers[..] {
-            // One server: balancing has nothing to choose (and smooth round robin would
-            // add and take back the same weight).
-            return (tried.is_empty() && peer.available(now)).then_some(0);
+        if self.peers.len() == 1 {
+            // One server: never marked down (see `record_failure`), and balancing has
+            // nothing to choose (smooth round robin would add and take back the same
+            // weight).
+            return tried.is_empty().then_some(0);
         }
         let mut cands: Vec<usize> = (0..self.peers.len())
             .filter(|i| !tried.contains(i) && self.peers[*i].available(now))
@@ -197,9 +198,12 @@ impl Group {
         best
     }
 
-    /// Records a failed attempt; returns true if this marked the peer down.
+    /// Records a failed attempt; returns true if this marked the peer down. The only
+    /// server of a group is never marked down (nginx ignores `max_fails` there):
+    /// refusing every request for `fail_timeout` after one failure helps nobody when
+    /// there is no other server to send them to.
     pub fn record_failure(&self, i: usize) -> bool {
-        if self.max_fails == 0 {
+        if self.max_fails == 0 || self.peers.len() == 1 {
             return false;
         }
         let now = Instant::now();
@@ -819,8 +823,17 @@ mod tests {
         g.record_success(0);
         assert_eq!(g.select(&[1]), Some(0));
         // max_fails = 0 never marks down.
-        let g = group(Balance::RoundRobin, &[1], 0);
+        let g = group(Balance::RoundRobin, &[1, 1], 0);
         assert!(!g.record_failure(0));
-        assert_eq!(g.select(&[]), Some(0));
+        assert_eq!(g.select(&[1]), Some(0));
+    }
+
+    #[test]
+    fn the_only_server_of_a_group_is_never_marked_down() {
+        let g = group(Balance::RoundRobin, &[1], 1);
+        for _ in 0..3 {
+            assert!(!g.record_failure(0));
+            assert_eq!(g.select(&[]), Some(0));
+        }
     }
 }
