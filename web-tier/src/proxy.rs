@@ -262,17 +262,18 @@ pub async fn forward(
     }
 
     let mut headers = parts.headers;
-    // Host is preserved; HTTP/2 carries it as :authority instead. A request with
-    // neither (HTTP/1.0 allows that) gets the group's name, as nginx sends its
-    // `$proxy_host`: the upstream hears HTTP/1.1, which requires a Host (RFC 9112 §3.2).
-    if !headers.contains_key(header::HOST) {
-        let host = match parts.uri.authority() {
-            Some(auth) => HeaderValue::from_str(auth.as_str()),
-            None => HeaderValue::from_str(&group.name),
-        };
-        if let Ok(v) = host {
-            headers.insert(header::HOST, v);
-        }
+    // Host is preserved. The target's authority, when there is one (HTTP/2's
+    // :authority, an absolute-form target), is the host and replaces any Host field
+    // (RFC 9112 §3.2.2), as it chose the server block. A request with neither (HTTP/1.0
+    // allows that) gets the group's name, as nginx sends its `$proxy_host`: the
+    // upstream hears HTTP/1.1, which requires a Host (RFC 9112 §3.2).
+    let host = match parts.uri.authority() {
+        Some(auth) => Some(HeaderValue::from_str(auth.as_str())),
+        None if !headers.contains_key(header::HOST) => Some(HeaderValue::from_str(&group.name)),
+        None => None,
+    };
+    if let Some(Ok(v)) = host {
+        headers.insert(header::HOST, v);
     }
     strip_hop_by_hop(&mut headers);
     let xff = forwarded_for(&headers, client);
