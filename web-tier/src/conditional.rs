@@ -89,6 +89,8 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 /// A list-valued field whole: several lines of it are one list (RFC 9110 §5.3), joined
 /// here only when there are several.
 fn header_list(h: &HeaderMap, name: header::HeaderName) -> Option<Cow<'_, str>> {
+    // Absent, the usual case, after one lookup.
+    h.get(&name)?;
     let mut lines = h.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let first = lines.next()?;
     match lines.next() {

@@ -269,7 +269,10 @@ pub async fn forward(
     // upstream hears HTTP/1.1, which requires a Host (RFC 9112 §3.2).
     let host = match parts.uri.authority() {
         Some(auth) => Some(HeaderValue::from_str(auth.as_str())),
-        None if !headers.contains_key(header::HOST) => Some(HeaderValue::from_str(&group.name)),
+        // HTTP/1.1 requests without one were refused already.
+        None if parts.version != http::Version::HTTP_11 && !headers.contains_key(header::HOST) => {
+            Some(HeaderValue::from_str(&group.name))
+        }
         None => None,
     };
     if let Some(Ok(v)) = host {

@@ -633,19 +633,26 @@ async fn route(
 /// separator, a control byte or space. A trailing dot is dropped.
 fn host_name(h: &str) -> Result<&str, ()> {
     let b = h.as_bytes();
-    // Where the name ends; `None` while still inside it (`literal`: an IPv6 address).
-    let mut end = None;
-    let mut literal = false;
+    let mut prev = 0;
+    // Where the port starts, unless the name is a bracketed IPv6 address.
+    let mut colon = None;
     for (i, &c) in b.iter().enumerate() {
-        match c {
-            b'.' if i > 0 && b[i - 1] == b'.' => return Err(()),
-            b'/' | b'\\' | 0..=0x20 | 0x7f => return Err(()),
-            b'[' if i == 0 => literal = true,
-            b']' if literal && end.is_none() => end = Some(i + 1),
-            b':' if !literal && end.is_none() => end = Some(i),
-            _ => {}
+        // Most bytes are none of those looked at: one table load tells.
+        if HOST_BYTES[usize::from(c)] {
+            match c {
+                b'.' if prev == b'.' => return Err(()),
+                b':' if colon.is_none() => colon = Some(i),
+                b'.' | b':' => {}
+                _ => return Err(()),
+            }
         }
+        prev = c;
     }
+    let end = if b.first() == Some(&b'[') {
+        b.iter().position(|&c| c == b']').map(|i| i + 1)
+    } else {
+        colon
+    };
     let name = &h[..end.unwrap_or(b.len())];
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() {
@@ -653,6 +660,18 @@ fn host_name(h: &str) -> Result<&str, ()> {
     }
     Ok(name)
 }
+
+/// The bytes [`host_name`] looks at: those refused (control bytes, space, DEL, path
+/// separators), `.` and `:`.
+static HOST_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = matches!(c as u8, 0..=b' ' | 0x7f | b'/' | b'\\' | b'.' | b':');
+        c += 1;
+    }
+    t
+};
 
 /// Reads and discards a request body sent to a static location, enforcing the same
 /// limits as the proxy so a malformed or endless body gets its 4xx.

@@ -239,7 +239,14 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, [u8]>, StatusCode> {
     if !raw.starts_with('/') {
         return bad;
     }
-    if !raw.contains('%') && !raw.contains("//") && !raw.contains("/.") {
+    // One pass: no escape, no `//`, no segment starting with a dot.
+    let mut prev = 0;
+    let plain = raw.bytes().all(|c| {
+        let ok = c != b'%' && !(prev == b'/' && matches!(c, b'/' | b'.'));
+        prev = c;
+        ok
+    });
+    if plain {
         return Ok(Cow::Borrowed(raw.as_bytes()));
     }
     let decoded = percent_decode_strict(raw).ok_or(StatusCode::BAD_REQUEST)?;
