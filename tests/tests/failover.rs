@@ -544,7 +544,8 @@ fn keepalived_master_lb_vrrp_backup() {
         "malformed_version",
         "malformed_addr_count",
         "bad_ttl",
-        "addr_mismatch",
+        "addr_list_err",
+        "own_src",
     ] {
         assert_eq!(c[k].as_u64(), Some(0), "{k} with keepalived: {st}");
     }
@@ -865,6 +866,191 @@ fn malformed_flood_changes_nothing() {
         before,
         "the flood caused a transition"
     );
+    assert!(lab.has_vip(0) && !lab.has_vip(1));
+    assert_eq!(lab.fetch().as_deref(), Some("lb1"));
+}
+
+/// A VRRP message with a correct checksum listing `addrs` (any number, even none).
+fn forged_with_addrs(src: [u8; 4], dst: [u8; 4], vrid: u8, prio: u8, addrs: &[[u8; 4]]) -> Vec<u8> {
+    let mut m = vec![
+        0x31,
+        vrid,
+        prio,
+        addrs.len() as u8,
+        0,
+        ADVERT_MS as u8 / 10,
+        0,
+        0,
+    ];
+    for a in addrs {
+        m.extend_from_slice(a);
+    }
+    let c = vrrp_checksum(src, dst, &m);
+    m[6..8].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// Sends each `(source, destination, VRRP message)` from the client `rounds` times,
+/// with TTL 255 and a hand-built IPv4 header, so the source can be any address;
+/// returns how many went out.
+fn send_spoofed(client: &Ns, packets: &[([u8; 4], [u8; 4], Vec<u8>)], rounds: usize) -> usize {
+    let ifindex = client.ifindex("eth0").expect("client ifindex");
+    let frames: Vec<([u8; 4], Vec<u8>)> = packets
+        .iter()
+        .map(|(src, dst, msg)| {
+            let len = (20 + msg.len()) as u16;
+            let mut f = vec![0x45, 0xc0];
+            f.extend_from_slice(&len.to_be_bytes());
+            // id, no fragmentation, TTL 255, protocol 112; the kernel fills the
+            // header checksum of an IPPROTO_RAW datagram.
+            f.extend_from_slice(&[0, 0, 0x40, 0, 255, 112, 0, 0]);
+            f.extend_from_slice(src);
+            f.extend_from_slice(dst);
+            f.extend_from_slice(msg);
+            (*dst, f)
+        })
+        .collect();
+    in_netns(client, move || {
+        // SAFETY: plain socket syscalls on a descriptor this closure owns and closes;
+        // every pointer passed is to a live local of the size given.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let mreq = libc::ip_mreqn {
+                imr_multiaddr: libc::in_addr { s_addr: 0 },
+                imr_address: libc::in_addr { s_addr: 0 },
+                imr_ifindex: ifindex as i32,
+            };
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                libc::IP_MULTICAST_IF,
+                (&raw const mreq).cast(),
+                size_of::<libc::ip_mreqn>() as u32,
+            );
+            let mut sent = 0;
+            for _ in 0..rounds {
+                for (dst, frame) in &frames {
+                    let sin = libc::sockaddr_in {
+                        sin_family: libc::AF_INET as u16,
+                        sin_port: 0,
+                        sin_addr: libc::in_addr {
+                            s_addr: u32::from_ne_bytes(*dst),
+                        },
+                        sin_zero: [0; 8],
+                    };
+                    let r = libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        (&raw const sin).cast(),
+                        size_of::<libc::sockaddr_in>() as u32,
+                    );
+                    if r >= 0 {
+                        sent += 1;
+                    }
+                }
+            }
+            libc::close(fd);
+            sent
+        }
+    })
+    .expect("sending from the client")
+}
+
+/// Lines of node `i`'s log saying it dropped a packet for `reason`.
+fn drop_lines(lab: &Lab, i: usize, reason: &str) -> Vec<String> {
+    std::fs::read_to_string(&lab.nodes[i].log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("dropped a packet") && l.contains(&format!("({reason})")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Higher-priority adverts for our VRID whose address list is not ours (no address
+/// at all, a foreign address, our VIP twice) and adverts carrying the master's own
+/// source address are dropped, counted and logged (at info, rate-limited): the master
+/// keeps the VIP. A priority-254 advert with no address used to make it yield.
+#[test]
+fn adverts_with_a_wrong_address_list_change_nothing() {
+    let mut lab = Lab::new("vaddr");
+    // Let lb1's kernel deliver datagrams from its own address (it drops them as
+    // martians otherwise), so the VRRP layer's own-source check is what is tested.
+    lab.nodes[0]
+        .ns
+        .sysctl("net.ipv4.conf.eth0.accept_local", "1")
+        .expect("accept_local");
+    master_and_backup(&mut lab, "");
+    let before = (lab.counter(0, "transitions"), lab.counter(1, "transitions"));
+
+    let client = [10, 201, 0, 10];
+    let lb1 = [10, 201, 0, 1];
+    let vip = [10, 201, 0, 100];
+    let mut packets = Vec::new();
+    for dst in [[224, 0, 0, 18], lb1, [10, 201, 0, 2]] {
+        for addrs in [&[][..], &[vip, [10, 201, 0, 200]][..], &[vip, vip][..]] {
+            packets.push((
+                client,
+                dst,
+                forged_with_addrs(client, dst, VRID, 254, addrs),
+            ));
+        }
+        // lb1's own address as the source: lb1 drops it (own_src); to lb2 it is an
+        // ordinary advert from its master.
+        packets.push((lb1, dst, forged_with_addrs(lb1, dst, VRID, 254, &[vip])));
+    }
+    let started = Instant::now();
+    let sent = send_spoofed(&lab.client, &packets, 200);
+    assert!(sent >= 2000, "the adverts did not go out: {sent}");
+    let unmoved = |lab: &Lab| {
+        assert_eq!(
+            (lab.counter(0, "transitions"), lab.counter(1, "transitions")),
+            before,
+            "a bad advert caused a transition"
+        );
+    };
+    wait_for("lb1 to count the bad adverts", LIMIT, || {
+        unmoved(&lab);
+        (lab.counter(0, "addr_list_err") > 0 && lab.counter(0, "own_src") > 0).then_some(())
+    });
+    wait_for("lb2 to count the bad adverts", LIMIT, || {
+        unmoved(&lab);
+        (lab.counter(1, "addr_list_err") > 0).then_some(())
+    });
+    // Logged at info, the first at once; at most one line per second per reason.
+    let lines = wait_for("lb1 to log the drops", LIMIT, || {
+        unmoved(&lab);
+        let l = drop_lines(&lab, 0, "addr_list");
+        (!l.is_empty() && !drop_lines(&lab, 0, "own_src").is_empty()).then_some(l)
+    });
+    let allowed = 1 + started.elapsed().as_secs() as usize + 1;
+    assert!(
+        lines.len() <= allowed,
+        "{} addr_list lines for {:?} of adverts: not rate-limited",
+        lines.len(),
+        started.elapsed()
+    );
+    assert!(lines[0].contains(" INFO "), "{}", lines[0]);
+
+    // A second burst more than a second later: one more line, with the count of the
+    // drops it stands for.
+    wait_for("a second to pass since the first burst", LIMIT, || {
+        (started.elapsed() > Duration::from_millis(1100)).then_some(())
+    });
+    send_spoofed(&lab.client, &packets, 50);
+    wait_for("a line counting the drops not logged", LIMIT, || {
+        unmoved(&lab);
+        drop_lines(&lab, 0, "addr_list")
+            .iter()
+            .any(|l| l.contains("more addr_list drops"))
+            .then_some(())
+    });
+
+    assert_eq!(lab.state(0).as_deref(), Some("Master"));
+    assert_eq!(lab.state(1).as_deref(), Some("Backup"));
+    unmoved(&lab);
     assert!(lab.has_vip(0) && !lab.has_vip(1));
     assert_eq!(lab.fetch().as_deref(), Some("lb1"));
 }

@@ -26,11 +26,16 @@ pub struct Counters {
     pub bad_ttl: AtomicU64,
     /// Valid adverts for another VRID on the same link.
     pub foreign_vrid: AtomicU64,
-    /// Valid adverts for our VRID whose address list differs from ours (section 7.1
-    /// "MAY verify": logged and counted, still processed).
-    pub addr_mismatch: AtomicU64,
+    /// Adverts for our VRID whose address list is not ours: no address (section
+    /// 5.2.5), one we do not have, one of ours missing or listed twice. Dropped, as
+    /// keepalived drops them (its `addr_list_err`): acting on them let a bad or
+    /// forged advert take the VIPs away from the master.
+    pub addr_list_err: AtomicU64,
     /// Unicast mode: adverts from an address that is not a configured peer.
     pub unknown_peer: AtomicU64,
+    /// Packets whose source is this node's own advert source: an address conflict,
+    /// a forgery, or this node listed among its own unicast peers. Dropped.
+    pub own_src: AtomicU64,
     pub transitions: AtomicU64,
     pub garp_tx: AtomicU64,
     pub na_tx: AtomicU64,
@@ -55,8 +60,9 @@ pub struct CountersSnapshot {
     pub malformed_ip: u64,
     pub bad_ttl: u64,
     pub foreign_vrid: u64,
-    pub addr_mismatch: u64,
+    pub addr_list_err: u64,
     pub unknown_peer: u64,
+    pub own_src: u64,
     pub transitions: u64,
     pub garp_tx: u64,
     pub na_tx: u64,
@@ -99,17 +105,19 @@ impl Counters {
         c.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn malformed(&self, e: &DecodeError) {
-        let c = match e {
+    /// The counter of a malformed message: per reason, and `addr_list_err` for an
+    /// advert without addresses.
+    pub(crate) fn malformed_counter(&self, e: &DecodeError) -> &AtomicU64 {
+        match e {
             DecodeError::Short { .. } => &self.malformed_short,
             DecodeError::Version { .. } => &self.malformed_version,
             DecodeError::Type { .. } => &self.malformed_type,
             DecodeError::AddrCount { .. } => &self.malformed_addr_count,
             DecodeError::Checksum { .. } => &self.malformed_checksum,
             DecodeError::ZeroInterval => &self.malformed_interval,
+            DecodeError::NoAddrs => &self.addr_list_err,
             DecodeError::HeaderFamily { .. } => &self.malformed_ip,
-        };
-        Self::inc(c);
+        }
     }
 
     pub(crate) fn set_state(&self, s: State) {
@@ -132,8 +140,9 @@ impl Counters {
             malformed_ip: g(&self.malformed_ip),
             bad_ttl: g(&self.bad_ttl),
             foreign_vrid: g(&self.foreign_vrid),
-            addr_mismatch: g(&self.addr_mismatch),
+            addr_list_err: g(&self.addr_list_err),
             unknown_peer: g(&self.unknown_peer),
+            own_src: g(&self.own_src),
             transitions: g(&self.transitions),
             garp_tx: g(&self.garp_tx),
             na_tx: g(&self.na_tx),

@@ -85,6 +85,11 @@ pub enum DecodeError {
     Checksum { received: u16, expected: u16 },
     #[error("max advert interval 0 cs")]
     ZeroInterval,
+    /// Section 5.2.5: an advert carries at least one address. keepalived drops these
+    /// too ("received an invalid ip number count") and counts them with address-list
+    /// errors, as [`super::Counters`] does.
+    #[error("Count IPvX Addr is 0 (at least 1 address, section 5.2.5)")]
+    NoAddrs,
     #[error("source {src} and destination {dst} are of different families")]
     HeaderFamily { src: IpAddr, dst: IpAddr },
 }
@@ -99,6 +104,7 @@ impl DecodeError {
             DecodeError::AddrCount { .. } => "addr_count",
             DecodeError::Checksum { .. } => "checksum",
             DecodeError::ZeroInterval => "interval",
+            DecodeError::NoAddrs => "addr_list",
             DecodeError::HeaderFamily { .. } => "family",
         }
     }
@@ -190,6 +196,11 @@ impl Advert {
             // Zero would make the master advertise continuously and the backup's
             // Master_Down_Interval collapse to Skew_Time: not a usable advert.
             return Err(DecodeError::ZeroInterval);
+        }
+        if count == 0 {
+            // Checked after the checksum, so noise counts as noise: only a
+            // well-formed advert with no address is an address-list error.
+            return Err(DecodeError::NoAddrs);
         }
         let addrs = buf[HEADER_LEN..]
             .chunks_exact(alen)
@@ -453,6 +464,27 @@ mod tests {
             Advert::decode(&good, v6, IpAddr::V6(GROUP_V6)),
             Err(DecodeError::AddrCount { .. })
         ));
+    }
+
+    /// Section 5.2.5: Count IPvX Addr is at least 1. A zero-address advert with a
+    /// correct checksum used to decode, and a higher priority in it made a master
+    /// yield and drop its VIPs.
+    #[test]
+    fn zero_addresses_is_refused() {
+        let mut a = v4_advert();
+        a.priority = 254;
+        a.addrs.clear();
+        let pkt = a.encode(SRC4, DST4).unwrap();
+        assert_eq!(pkt.len(), HEADER_LEN);
+        assert_eq!(pkt[3], 0);
+        assert_eq!(Advert::decode(&pkt, SRC4, DST4), Err(DecodeError::NoAddrs));
+        assert_eq!(DecodeError::NoAddrs.reason(), "addr_list");
+        let v6: IpAddr = "fe80::1".parse().unwrap();
+        let pkt = a.encode(v6, IpAddr::V6(GROUP_V6)).unwrap();
+        assert_eq!(
+            Advert::decode(&pkt, v6, IpAddr::V6(GROUP_V6)),
+            Err(DecodeError::NoAddrs)
+        );
     }
 
     #[test]
