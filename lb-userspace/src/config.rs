@@ -30,6 +30,24 @@ use toml::Spanned;
 
 use crate::{dataplane::AttachMode, maglev};
 
+/// Longest service name.
+const MAX_NAME_LEN: usize = 64;
+/// Range of `udp_timeout_ms`: a second to a day. The data plane compares nanoseconds
+/// in a u64, and 0 there means "never expires", which is not what a typo should get.
+pub const UDP_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1_000..=86_400_000;
+/// Largest `conntrack_size`: 2^24 flows. The connection table is an LRU hash the
+/// kernel preallocates whole, about 104 bytes an entry (1.7 GiB at this size); the
+/// kernel refuses more than 2^31 entries outright (E2BIG) and memory runs out well
+/// before that.
+pub const CONNTRACK_MAX: u32 = 1 << 24;
+/// Smallest `conntrack_size`.
+pub const CONNTRACK_MIN: u32 = 64;
+/// Longest health-check interval (and so timeout): an hour.
+pub const HEALTH_INTERVAL_MAX_MS: u64 = 3_600_000;
+/// Backend addresses one config may name: the backends map holds
+/// `lb_common::MAX_BACKENDS` entries and id 0 is reserved.
+pub const MAX_BACKEND_ADDRS: usize = lb_common::MAX_BACKENDS as usize - 1;
+
 /// A configuration error: where and what.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {field}: {message}")]
@@ -249,7 +267,7 @@ fn default_fall() -> u32 {
     3
 }
 
-/// Parses a MAC written as six hex pairs separated by `:` or `-`.
+/// Parses a MAC written as six pairs of hex digits separated by `:` or `-`.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6 {
@@ -257,12 +275,46 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     }
     let mut mac = [0u8; 6];
     for (m, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
+        // Exactly two hex digits: from_str_radix alone also takes a sign ("+f").
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *m = u8::from_str_radix(p, 16).ok()?;
     }
     Some(mac)
+}
+
+/// Whether `name` can name a network interface, by the kernel's rules
+/// (`dev_valid_name`): 1 to IFNAMSIZ - 1 bytes, not `.` or `..`, no `/`, `:`,
+/// whitespace or NUL.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+}
+
+/// Whether `a` can be a VIP or a backend: one host, reachable over the wire. Not
+/// unspecified, multicast, loopback or the IPv4 limited broadcast.
+pub fn is_host_addr(a: IpAddr) -> bool {
+    !(a.is_unspecified() || a.is_multicast() || a.is_loopback())
+        && match a {
+            IpAddr::V4(v4) => !v4.is_broadcast(),
+            IpAddr::V6(_) => true,
+        }
+}
+
+/// Whether `name` can name a service: it becomes a Prometheus label value, a log
+/// word and a status key, so 1-64 of `[A-Za-z0-9_.-]` (keepalived's and Katran's
+/// names fit).
+pub fn valid_service_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 impl Config {
@@ -330,18 +382,37 @@ impl Config {
                 "must be 1-32 letters, digits, '-' or '_'".into(),
             ));
         }
-        if self.interface.is_empty() || self.interface.len() > 15 {
+        if !valid_ifname(&self.interface) {
             return Err(err(
                 1,
                 "interface".into(),
-                "must name a network interface (1-15 bytes)".into(),
+                format!(
+                    "{:?} cannot name a network interface (1-15 bytes, no '/', ':' or whitespace)",
+                    self.interface
+                ),
             ));
         }
-        if self.conntrack_size < 64 {
+        if !(CONNTRACK_MIN..=CONNTRACK_MAX).contains(&self.conntrack_size) {
             return Err(err(
                 1,
                 "conntrack_size".into(),
-                "must be at least 64".into(),
+                format!(
+                    "{} must be between {CONNTRACK_MIN} and {CONNTRACK_MAX} (2^24): the \
+                     kernel preallocates the whole table, ~104 bytes per entry",
+                    self.conntrack_size
+                ),
+            ));
+        }
+        if !UDP_TIMEOUT_MS.contains(&self.udp_timeout_ms) {
+            return Err(err(
+                1,
+                "udp_timeout_ms".into(),
+                format!(
+                    "{} must be between {} (1 s) and {} (1 day)",
+                    self.udp_timeout_ms,
+                    UDP_TIMEOUT_MS.start(),
+                    UDP_TIMEOUT_MS.end()
+                ),
             ));
         }
         if self.encap.mtu < 1280 || self.encap.mtu > 65535 {
@@ -361,15 +432,26 @@ impl Config {
         let mut names = BTreeSet::new();
         let mut keys = BTreeSet::new();
         let mut backend_macs: BTreeMap<IpAddr, Option<String>> = BTreeMap::new();
+        let mut tx_ifaces = BTreeSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let line = line_of(s.span().start);
             let svc = s.get_ref();
             let f = |name: &str| format!("services[{i}].{name}");
-            if svc.name.is_empty() || !names.insert(svc.name.clone()) {
+            if !valid_service_name(&svc.name) {
                 return Err(err(
                     line,
                     f("name"),
-                    format!("missing or duplicate service name {:?}", svc.name),
+                    format!(
+                        "{:?} must be 1-{MAX_NAME_LEN} letters, digits, '_', '.' or '-'",
+                        svc.name
+                    ),
+                ));
+            }
+            if !names.insert(svc.name.clone()) {
+                return Err(err(
+                    line,
+                    f("name"),
+                    format!("duplicate service name {:?}", svc.name),
                 ));
             }
             if !keys.insert((svc.vip, svc.proto, svc.port)) {
@@ -382,8 +464,15 @@ impl Config {
                     ),
                 ));
             }
-            if svc.vip.is_unspecified() || svc.vip.is_multicast() {
-                return Err(err(line, f("vip"), format!("{} cannot be a VIP", svc.vip)));
+            if !is_host_addr(svc.vip) {
+                return Err(err(
+                    line,
+                    f("vip"),
+                    format!(
+                        "{} cannot be a VIP (unspecified, multicast, loopback or broadcast)",
+                        svc.vip
+                    ),
+                ));
             }
             if !maglev::is_prime(svc.ring_size)
                 || svc.ring_size > lb_common::RING_MAX
@@ -400,11 +489,30 @@ impl Config {
                 ));
             }
             let h = &svc.health;
-            if h.interval_ms < 10 || h.timeout_ms == 0 || h.timeout_ms > h.interval_ms {
+            if !(10..=HEALTH_INTERVAL_MAX_MS).contains(&h.interval_ms)
+                || h.timeout_ms == 0
+                || h.timeout_ms > h.interval_ms
+            {
                 return Err(err(
                     line,
                     f("health"),
-                    "interval_ms must be >= 10 and timeout_ms between 1 and interval_ms".into(),
+                    format!(
+                        "interval_ms must be between 10 and {HEALTH_INTERVAL_MAX_MS} (1 hour) \
+                         and timeout_ms between 1 and interval_ms"
+                    ),
+                ));
+            }
+            // A check goes to `health.port`, else to the service port; port 0 (every
+            // port) names none, and a check of port 0 fails on every backend.
+            if h.kind != HealthKind::None && h.port.unwrap_or(svc.port) == 0 {
+                return Err(err(
+                    line,
+                    f("health.port"),
+                    if h.port == Some(0) {
+                        "must be 1-65535".into()
+                    } else {
+                        "the service listens on every port (port = 0): set the port to check".into()
+                    },
                 ));
             }
             if h.rise == 0 || h.fall == 0 {
@@ -427,11 +535,14 @@ impl Config {
                         format!("{} listed twice", b.address),
                     ));
                 }
-                if b.address.is_unspecified() || b.address.is_multicast() || b.address == svc.vip {
+                if !is_host_addr(b.address) || b.address == svc.vip {
                     return Err(err(
                         line,
                         bf("address"),
-                        format!("{} cannot be a backend", b.address),
+                        format!(
+                            "{} cannot be a backend (the VIP, unspecified, multicast, loopback or broadcast)",
+                            b.address
+                        ),
                     ));
                 }
                 if svc.mode == Mode::L2 && b.address.is_ipv4() != svc.vip.is_ipv4() {
@@ -460,16 +571,40 @@ impl Config {
                 if b.weight > 1_000_000 {
                     return Err(err(line, bf("weight"), "must be at most 1000000".into()));
                 }
-                if let Some(ifname) = &b.interface
-                    && (ifname.is_empty() || ifname.len() > 15)
+                if let Some(ifname) = &b.interface {
+                    if !valid_ifname(ifname) {
+                        return Err(err(
+                            line,
+                            bf("interface"),
+                            format!(
+                                "{ifname:?} cannot name a network interface (1-15 bytes, no '/', ':' or whitespace)"
+                            ),
+                        ));
+                    }
+                    tx_ifaces.insert(ifname.as_str());
+                    if tx_ifaces.len() > lb_common::MAX_TX_PORTS as usize {
+                        return Err(err(
+                            line,
+                            bf("interface"),
+                            format!(
+                                "at most {} distinct backend interfaces (the size of the tx-port devmap)",
+                                lb_common::MAX_TX_PORTS
+                            ),
+                        ));
+                    }
+                }
+                // The same backend may serve several services, but must be one host.
+                if !backend_macs.contains_key(&b.address) && backend_macs.len() == MAX_BACKEND_ADDRS
                 {
                     return Err(err(
                         line,
-                        bf("interface"),
-                        "must name a network interface".into(),
+                        bf("address"),
+                        format!(
+                            "more than {MAX_BACKEND_ADDRS} distinct backend addresses (the backends map holds {} ids, id 0 reserved)",
+                            lb_common::MAX_BACKENDS
+                        ),
                     ));
                 }
-                // The same backend may serve several services, but must be one host.
                 let prev = backend_macs
                     .entry(b.address)
                     .or_insert_with(|| b.mac.clone());
@@ -555,6 +690,19 @@ backends = [
             ("bad instance name", "instance = \"a/b\"\n", "instance"),
             ("bad metrics address", "metrics = \"nowhere\"\n", "metrics"),
             ("encap mtu too small", "[encap]\nmtu = 500\n", "encap.mtu"),
+            // 18446744073710 ms * 1e6 wrapped to 0.45 ms in the data plane.
+            (
+                "udp timeout that overflows in ns",
+                "udp_timeout_ms = 18446744073710\n",
+                "udp_timeout_ms",
+            ),
+            ("udp timeout zero", "udp_timeout_ms = 0\n", "udp_timeout_ms"),
+            // The kernel refuses this map size (E2BIG) at `lb run`.
+            (
+                "conntrack larger than the kernel takes",
+                "conntrack_size = 4294967295\n",
+                "conntrack_size",
+            ),
         ];
         let base_tail = GOOD.split_once("hash_seed = 7\n").unwrap().1;
         for (what, extra, needle) in cases {
@@ -648,6 +796,99 @@ backends = [
                 "timeout_ms = 50, rise = 0",
                 "rise",
             ),
+            // Names go into Prometheus labels and logs: a quote or a newline would
+            // forge series.
+            (
+                "service name with a quote",
+                "name = \"web\"",
+                "name = \"we\\\"b\"",
+                "services[0].name",
+            ),
+            (
+                "service name with a newline",
+                "name = \"web\"",
+                "name = \"web\\nlb_backend_up 1\"",
+                "services[0].name",
+            ),
+            (
+                "empty service name",
+                "name = \"web\"",
+                "name = \"\"",
+                "name",
+            ),
+            (
+                "loopback vip",
+                "vip = \"10.0.0.100\"",
+                "vip = \"127.0.0.1\"",
+                "vip",
+            ),
+            (
+                "broadcast vip",
+                "vip = \"10.0.0.100\"",
+                "vip = \"255.255.255.255\"",
+                "vip",
+            ),
+            (
+                "unspecified vip",
+                "vip = \"10.0.0.100\"",
+                "vip = \"0.0.0.0\"",
+                "vip",
+            ),
+            (
+                "loopback backend",
+                "address = \"10.0.1.2\"",
+                "address = \"127.0.0.2\"",
+                "backends[1].address",
+            ),
+            (
+                "broadcast backend",
+                "address = \"10.0.1.2\"",
+                "address = \"255.255.255.255\"",
+                "backends[1].address",
+            ),
+            (
+                "multicast backend",
+                "address = \"10.0.1.2\"",
+                "address = \"239.1.1.1\"",
+                "backends[1].address",
+            ),
+            (
+                "mac octet with a sign",
+                "02:00:00:00:01:01",
+                "02:00:00:00:01:+1",
+                "mac",
+            ),
+            (
+                "health interval over an hour",
+                "interval_ms = 100",
+                "interval_ms = 3600001",
+                "health",
+            ),
+            // Port 0 is every port: there is no port to check.
+            (
+                "all-ports service, no health.port",
+                "port = 80",
+                "port = 0",
+                "health.port",
+            ),
+            (
+                "health.port 0",
+                "kind = \"http\"",
+                "kind = \"http\", port = 0",
+                "health.port",
+            ),
+            (
+                "backend interface with a slash",
+                "weight = 2",
+                "weight = 2, interface = \"a/b\"",
+                "backends[1].interface",
+            ),
+            (
+                "backend interface too long",
+                "weight = 2",
+                "weight = 2, interface = \"sixteen-bytes-xx\"",
+                "backends[1].interface",
+            ),
         ];
         for (what, from, to, needle) in svc_cases {
             assert!(GOOD.contains(from), "{what}: fixture lacks {from:?}");
@@ -692,5 +933,106 @@ backends = [
         assert_eq!(parse_mac("02-00-00-00-01-0A"), Some([2, 0, 0, 0, 1, 10]));
         assert_eq!(parse_mac("02:00:00:00:01"), None);
         assert_eq!(parse_mac("02:00:00:00:01:xyz"), None);
+        // u8::from_str_radix takes a leading '+'; a MAC octet is two hex digits.
+        assert_eq!(parse_mac("+2:00:00:00:01:0a"), None);
+        assert_eq!(parse_mac("02:00:00:00:01:+a"), None);
+        assert_eq!(parse_mac("02:00:00:00:01:-a"), None);
+        assert_eq!(parse_mac("02:00:00:00:01: a"), None);
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel() {
+        for good in ["eth0", "veth-lb_1", "a", "fifteen-bytes-x", "en.p1s0"] {
+            assert!(valid_ifname(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "sixteen-bytes-xx",
+            "a/b",
+            "eth0:1",
+            "eth 0",
+            "eth\t0",
+            "eth\n0",
+            "a\0b",
+            ".",
+            "..",
+        ] {
+            assert!(!valid_ifname(bad), "{bad:?}");
+        }
+        for bad in ["a/b", "eth0 ", "sixteen-bytes-xx", "eth0:1"] {
+            let text = GOOD.replace("interface = \"eth0\"", &format!("interface = {bad:?}"));
+            let e = Config::parse(&text, "bad.toml").unwrap_err().to_string();
+            assert!(e.contains(": interface: "), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn all_ports_service_checks_the_health_port_or_nothing() {
+        let with_port = GOOD
+            .replace("port = 80", "port = 0")
+            .replace("kind = \"http\"", "kind = \"http\", port = 8080");
+        Config::parse(&with_port, "good.toml").unwrap();
+        let unchecked = GOOD.replace("port = 80", "port = 0").replace(
+            "kind = \"http\", path = \"/healthz\", ",
+            "kind = \"none\", ",
+        );
+        Config::parse(&unchecked, "good.toml").unwrap();
+    }
+
+    #[test]
+    fn bounds_hold_at_their_edges() {
+        let top =
+            |extra: &str| GOOD.replace("hash_seed = 7\n", &format!("hash_seed = 7\n{extra}\n"));
+        for ok in [
+            "udp_timeout_ms = 1000",
+            "udp_timeout_ms = 86400000",
+            "conntrack_size = 64",
+            "conntrack_size = 16777216",
+        ] {
+            Config::parse(&top(ok), "good.toml").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "udp_timeout_ms = 999",
+            "udp_timeout_ms = 86400001",
+            "conntrack_size = 63",
+            "conntrack_size = 16777217",
+        ] {
+            let e = Config::parse(&top(bad), "bad.toml")
+                .unwrap_err()
+                .to_string();
+            let field = bad.split(' ').next().unwrap();
+            assert!(e.contains(&format!(": {field}: ")), "{bad}: {e}");
+        }
+        let hour = GOOD.replace("interval_ms = 100", "interval_ms = 3600000");
+        Config::parse(&hour, "good.toml").unwrap();
+    }
+
+    /// The backends map has 4096 entries and id 0 is reserved: `lb check` must refuse
+    /// a 4096th distinct backend address instead of `lb run` failing on the map write.
+    #[test]
+    fn backend_addresses_fit_the_backends_map() {
+        let with = |n: usize| {
+            let backends: Vec<String> = (0..n)
+                .map(|i| format!("{{ address = \"10.1.{}.{}\" }}", i / 250, i % 250 + 1))
+                .collect();
+            format!(
+                "instance = \"t1\"\ninterface = \"eth0\"\n[[services]]\nname = \"a\"\nvip = \"10.0.0.1\"\n\
+                 proto = \"tcp\"\nport = 80\nbackends = [ {} ]\n",
+                backends.join(", ")
+            )
+        };
+        Config::parse(&with(MAX_BACKEND_ADDRS), "good.toml").unwrap();
+        let e = Config::parse(&with(MAX_BACKEND_ADDRS + 1), "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services[0].backends[4095].address"), "{e}");
+        assert!(e.contains("4095"), "{e}");
+        // The same address in two services is one backend id.
+        let two = format!(
+            "{}[[services]]\nname = \"b\"\nvip = \"10.0.0.2\"\nproto = \"tcp\"\nport = 80\n\
+             backends = [ {{ address = \"10.1.0.1\" }} ]\n",
+            with(MAX_BACKEND_ADDRS)
+        );
+        Config::parse(&two, "good.toml").unwrap();
     }
 }

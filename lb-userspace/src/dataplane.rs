@@ -186,7 +186,14 @@ pub fn load_object(opts: &LoadOptions) -> anyhow::Result<Ebpf> {
         .map_max_entries(MAP_RINGS, rings)
         .map_max_entries(MAP_STATS_SERVICE, opts.max_services)
         .load(bytes)
-        .context("loading the XDP object (is this kernel built with BPF and BTF?)")
+        .with_context(|| {
+            format!(
+                "loading the XDP object with a {}-entry connection table (the kernel \
+                 preallocates it, ~104 bytes an entry: lower conntrack_size if memory is \
+                 short; otherwise check that this kernel has BPF and BTF)",
+                opts.conntrack_size
+            )
+        })
 }
 
 /// Loads program `name` of `ebpf` into the kernel (runs the verifier).

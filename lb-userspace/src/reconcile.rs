@@ -81,6 +81,12 @@ impl Store for MemStore {
         Ok(self.backends.get(&id).copied().unwrap_or_default())
     }
     fn set_backend(&mut self, id: u32, b: &Backend) -> anyhow::Result<()> {
+        // The kernel's array has MAX_BACKENDS entries; refuse as it does.
+        anyhow::ensure!(
+            id < lb_common::MAX_BACKENDS,
+            "index is {id} but max_entries is {}",
+            lb_common::MAX_BACKENDS
+        );
         self.backends.insert(id, *b);
         Ok(())
     }
@@ -176,6 +182,17 @@ impl Runtime {
     }
 }
 
+/// What [`Reconciler::apply`] will write, decided before it writes anything.
+struct Plan {
+    /// Every configured backend address -> its id (kept or new).
+    backend_ids: BTreeMap<IpAddr, u32>,
+    /// Backend interface -> (tx port, ifindex).
+    ifindex: BTreeMap<String, (u32, u32)>,
+    /// Per service, in config order: its id and its ring.
+    service_ids: Vec<u32>,
+    rings: Vec<Vec<u32>>,
+}
+
 /// Ids and rings the reconciler has written, so the next pass only writes changes.
 #[derive(Debug, Default)]
 pub struct Reconciler {
@@ -228,106 +245,76 @@ impl Reconciler {
         Ok(())
     }
 
-    fn backend_id(&mut self, a: IpAddr) -> u32 {
-        *self.backend_ids.entry(a).or_insert_with(|| {
-            self.next_backend += 1;
-            self.next_backend
-        })
-    }
-
-    fn free_service_id(&self) -> anyhow::Result<u32> {
-        let used: BTreeSet<u32> = self.service_ids.values().map(|(id, _)| *id).collect();
-        (0..lb_common::MAX_SERVICES)
-            .find(|id| !used.contains(id))
-            .context("no free service id")
-    }
-
-    /// Makes the maps say what `cfg` + `rt` say. Returns the number of rings rewritten.
-    pub fn apply(
-        &mut self,
-        store: &mut dyn Store,
-        cfg: &Config,
-        rt: &Runtime,
-    ) -> anyhow::Result<usize> {
-        let enc = &cfg.encap;
-        let mut v6 = [0u32; 4];
-        for (i, c) in enc.src_v6.octets().chunks(4).enumerate() {
-            v6[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        let mut global = lb_common::Config {
-            hash_seed: cfg.hash_seed,
-            encap_mtu: enc.mtu,
-            udp_timeout_ns: cfg.udp_timeout_ms * 1_000_000,
-            encap_src_v4_be: u32::from_ne_bytes(enc.src_v4.octets()),
-            // Unchanged until everything below is written (see the end).
-            epoch: store.config()?.epoch,
-            encap_src_v6_be: v6,
-            lb_mac: rt.lb_mac,
-            _pad2: [0; 2],
-        };
-        store.set_config(&global)?;
-
-        // Backends first: a ring never names an id whose entry is not written yet.
+    /// Decides everything `apply` could refuse, without writing anything or changing
+    /// `self`: ids for new backends and services, tx ports, ifindexes and every ring.
+    /// A config refused here leaves the maps and the reconciler as they were, so the
+    /// next reload starts from the same ids (a refused reload used to keep the ids it
+    /// had handed out, and every later reload that added a backend ran past the map).
+    fn plan(&self, cfg: &Config, rt: &Runtime) -> anyhow::Result<Plan> {
+        let mut backend_ids = BTreeMap::new();
+        let mut next = self.next_backend;
         for s in cfg.services() {
             for b in &s.backends {
-                let id = self.backend_id(b.address);
-                let (addr_be, family) = addr_words(b.address);
-                let mut flags = 0;
-                if rt.down.contains(&b.address) {
-                    flags |= BACKEND_DOWN;
+                if backend_ids.contains_key(&b.address) {
+                    continue;
                 }
-                let mut tx_port = 0;
-                if let Some(ifname) = &b.interface {
-                    flags |= BACKEND_REDIRECT;
-                    let next = self.tx_ports.len() as u32;
-                    tx_port = *self.tx_ports.entry(ifname.clone()).or_insert(next);
-                    let ifindex = rt.ifindex.get(ifname).copied().with_context(|| {
-                        format!("interface {ifname} of backend {} not found", b.address)
-                    })?;
-                    store.set_tx_port(tx_port, ifindex)?;
-                }
-                let entry = Backend {
-                    addr_be,
-                    mac: rt.macs.get(&b.address).copied().unwrap_or_default(),
-                    family,
-                    flags,
-                    tx_port,
-                    _pad: 0,
+                let id = match self.backend_ids.get(&b.address) {
+                    Some(id) => *id,
+                    None => {
+                        next += 1;
+                        anyhow::ensure!(
+                            next < lb_common::MAX_BACKENDS,
+                            "no backend id left for {}: ids 1-{} are taken (ids of removed \
+                             backends are not reused while their pinned flows may live, so a \
+                             flow never moves to another host)",
+                            b.address,
+                            lb_common::MAX_BACKENDS - 1
+                        );
+                        next
+                    }
                 };
-                if store.backend(id)? != entry {
-                    store.set_backend(id, &entry)?;
-                }
+                backend_ids.insert(b.address, id);
             }
         }
-
-        let mut rewritten = 0;
-        let mut wanted_keys = BTreeSet::new();
+        let mut tx_ports = self.tx_ports.clone();
+        let mut ifindex = BTreeMap::new();
         for s in cfg.services() {
-            let key = service_key(s);
-            wanted_keys.insert(key_bytes(&key));
-            wanted_keys.insert(key_bytes(&vip_marker(s.vip)));
+            for b in &s.backends {
+                let Some(ifname) = &b.interface else { continue };
+                let idx = rt.ifindex.get(ifname).copied().with_context(|| {
+                    format!("interface {ifname} of backend {} not found", b.address)
+                })?;
+                let n = tx_ports.len() as u32;
+                let port = *tx_ports.entry(ifname.clone()).or_insert(n);
+                anyhow::ensure!(
+                    port < lb_common::MAX_TX_PORTS,
+                    "no tx port left for interface {ifname}: at most {} backend interfaces",
+                    lb_common::MAX_TX_PORTS
+                );
+                ifindex.insert(ifname.clone(), (port, idx));
+            }
+        }
+        let mut service_ids = Vec::new();
+        let mut taken: BTreeSet<u32> = self.service_ids.values().map(|(id, _)| *id).collect();
+        let mut rings = Vec::new();
+        for s in cfg.services() {
             let id = match self.service_ids.get(&s.name) {
-                Some((id, k)) if *k == key => *id,
-                Some((_, old_key)) => {
-                    // The service moved to another VIP/port: retire the old key.
-                    let old_key = *old_key;
-                    store.remove_service(&old_key)?;
-                    let id = self.service_ids[&s.name].0;
-                    self.service_ids.insert(s.name.clone(), (id, key));
-                    id
-                }
+                Some((id, _)) => *id,
                 None => {
-                    let id = self.free_service_id()?;
-                    self.service_ids.insert(s.name.clone(), (id, key));
+                    let id = (0..lb_common::MAX_SERVICES)
+                        .find(|id| !taken.contains(id))
+                        .context("no free service id")?;
+                    taken.insert(id);
                     id
                 }
             };
+            service_ids.push(id);
             let members: Vec<(u32, String, u32)> = s
                 .backends
                 .iter()
                 .map(|b| {
                     (
-                        self.backend_ids[&b.address],
+                        backend_ids[&b.address],
                         b.address.to_string(),
                         rt.effective_weight(b),
                     )
@@ -341,8 +328,99 @@ impl Reconciler {
                     weight: *w,
                 })
                 .collect();
-            let ring = maglev::build_ring(&mb, s.ring_size)
-                .with_context(|| format!("building the ring of service {}", s.name))?;
+            rings.push(
+                maglev::build_ring(&mb, s.ring_size)
+                    .with_context(|| format!("building the ring of service {}", s.name))?,
+            );
+        }
+        Ok(Plan {
+            backend_ids,
+            ifindex,
+            service_ids,
+            rings,
+        })
+    }
+
+    /// Makes the maps say what `cfg` + `rt` say. Returns the number of rings rewritten.
+    ///
+    /// A config that cannot be applied (no id left, a missing interface, a ring that
+    /// cannot be built) is refused before the first write and changes nothing. A map
+    /// write the kernel refuses part way leaves `self` describing what was written:
+    /// ids whose backend entries reached the map stay taken, since a flow may already
+    /// be pinned to them.
+    pub fn apply(
+        &mut self,
+        store: &mut dyn Store,
+        cfg: &Config,
+        rt: &Runtime,
+    ) -> anyhow::Result<usize> {
+        let plan = self.plan(cfg, rt)?;
+        let enc = &cfg.encap;
+        let mut v6 = [0u32; 4];
+        for (i, c) in enc.src_v6.octets().chunks(4).enumerate() {
+            v6[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        let mut global = lb_common::Config {
+            hash_seed: cfg.hash_seed,
+            encap_mtu: enc.mtu,
+            // Bounded by config validation; saturating so no value can wrap to a
+            // timeout of a fraction of a millisecond.
+            udp_timeout_ns: cfg.udp_timeout_ms.saturating_mul(1_000_000),
+            encap_src_v4_be: u32::from_ne_bytes(enc.src_v4.octets()),
+            // Unchanged until everything below is written (see the end).
+            epoch: store.config()?.epoch,
+            encap_src_v6_be: v6,
+            lb_mac: rt.lb_mac,
+            _pad2: [0; 2],
+        };
+        store.set_config(&global)?;
+
+        // Backends first: a ring never names an id whose entry is not written yet.
+        for s in cfg.services() {
+            for b in &s.backends {
+                let id = plan.backend_ids[&b.address];
+                let (addr_be, family) = addr_words(b.address);
+                let mut flags = 0;
+                if rt.down.contains(&b.address) {
+                    flags |= BACKEND_DOWN;
+                }
+                let mut tx_port = 0;
+                if let Some(ifname) = &b.interface {
+                    flags |= BACKEND_REDIRECT;
+                    let (port, ifindex) = plan.ifindex[ifname];
+                    tx_port = port;
+                    store.set_tx_port(tx_port, ifindex)?;
+                    self.tx_ports.insert(ifname.clone(), tx_port);
+                }
+                let entry = Backend {
+                    addr_be,
+                    mac: rt.macs.get(&b.address).copied().unwrap_or_default(),
+                    family,
+                    flags,
+                    tx_port,
+                    _pad: 0,
+                };
+                if store.backend(id)? != entry {
+                    store.set_backend(id, &entry)?;
+                }
+                self.backend_ids.insert(b.address, id);
+                self.next_backend = self.next_backend.max(id);
+            }
+        }
+
+        let mut rewritten = 0;
+        let mut wanted_keys = BTreeSet::new();
+        for ((s, id), ring) in cfg.services().zip(plan.service_ids).zip(plan.rings) {
+            let key = service_key(s);
+            wanted_keys.insert(key_bytes(&key));
+            wanted_keys.insert(key_bytes(&vip_marker(s.vip)));
+            if let Some((_, old_key)) = self.service_ids.get(&s.name)
+                && *old_key != key
+            {
+                // The service moved to another VIP/port: retire the old key.
+                store.remove_service(old_key)?;
+            }
+            self.service_ids.insert(s.name.clone(), (id, key));
             let flags = match s.mode {
                 Mode::L2 => SVC_MODE_L2,
                 Mode::Encap => SVC_MODE_ENCAP,
@@ -544,6 +622,80 @@ backends = [ { address = "10.0.1.1", mac = "02:00:00:00:00:01" }, { address = "1
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// A refused apply (more backend addresses than ids; config validation refuses
+    /// that too, so it is built by hand here) changes neither the maps nor the
+    /// reconciler, and the next apply that adds one backend still fits. It used to
+    /// keep the ids handed out before the map write failed ("index is 4096 but
+    /// max_entries is 4096"), so every later reload that added a backend failed.
+    #[test]
+    fn a_refused_apply_leaves_ids_and_maps_as_they_were() {
+        let c = cfg(false, Some(53));
+        let mut st = MemStore::default();
+        let mut r = Reconciler::default();
+        r.apply(&mut st, &c, &Runtime::default()).unwrap();
+        let ids = r.backend_ids.clone();
+        let services = r.service_ids.clone();
+        let (backends, svcs, writes) = (st.backends.clone(), st.services.clone(), st.ring_writes);
+
+        let mut big = c.clone();
+        big.services[0].get_mut().backends = (0..lb_common::MAX_BACKENDS)
+            .map(|i| crate::config::BackendConfig {
+                address: IpAddr::from([10, 2, (i / 256) as u8, (i % 256) as u8]),
+                mac: Some("02:00:00:00:00:09".into()),
+                weight: 1,
+                interface: None,
+            })
+            .collect();
+        let e = r.apply(&mut st, &big, &Runtime::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("no backend id left"), "{e:#}");
+        assert_eq!(r.backend_ids, ids, "ids handed out by a refused apply");
+        assert_eq!(r.service_ids, services);
+        assert_eq!(st.backends, backends, "backends written by a refused apply");
+        assert_eq!(st.services, svcs);
+        assert_eq!(st.ring_writes, writes);
+
+        let plus = cfg(true, Some(53));
+        r.apply(&mut st, &plus, &Runtime::default()).unwrap();
+        assert_eq!(r.backend_ids[&"10.0.1.3".parse::<IpAddr>().unwrap()], 3);
+        let ka = service_key(plus.services().next().unwrap());
+        assert!(live_ring(&st, &ka).contains(&3));
+    }
+
+    /// A backend interface that does not exist is refused before anything is written.
+    #[test]
+    fn a_missing_interface_is_refused_before_any_write() {
+        let c = cfg(false, None);
+        let mut st = MemStore::default();
+        let mut r = Reconciler::default();
+        r.apply(&mut st, &c, &Runtime::default()).unwrap();
+        let (backends, writes) = (st.backends.clone(), st.ring_writes);
+        let mut redirect = cfg(true, None);
+        redirect.services[0].get_mut().backends[2].interface = Some("nope0".into());
+        let e = r
+            .apply(&mut st, &redirect, &Runtime::default())
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("nope0"), "{e:#}");
+        assert_eq!(st.backends, backends);
+        assert_eq!(st.ring_writes, writes);
+        assert!(
+            !r.backend_ids
+                .contains_key(&"10.0.1.3".parse::<IpAddr>().unwrap())
+        );
+    }
+
+    /// The UDP timeout in nanoseconds saturates instead of wrapping (18446744073710 ms
+    /// used to become 0.45 ms).
+    #[test]
+    fn udp_timeout_conversion_saturates() {
+        let mut c = cfg(false, None);
+        c.udp_timeout_ms = 18_446_744_073_710;
+        let mut st = MemStore::default();
+        Reconciler::default()
+            .apply(&mut st, &c, &Runtime::default())
+            .unwrap();
+        assert_eq!(st.config.udp_timeout_ns, u64::MAX);
     }
 
     #[test]

@@ -274,6 +274,31 @@ fn lb_check_names_the_problem_in_bad_files() {
             "vip",
         ),
         ("", "interface"),
+        // Passed `lb check`, then failed `lb run` with E2BIG.
+        (
+            "interface = \"eth0\"\nconntrack_size = 4294967295\n",
+            "conntrack_size",
+        ),
+        // Wrapped to 0.45 ms in the data plane.
+        (
+            "interface = \"eth0\"\nudp_timeout_ms = 18446744073710\n",
+            "udp_timeout_ms",
+        ),
+        (
+            "interface = \"eth0\"\nudp_timeout_ms = 0\n",
+            "udp_timeout_ms",
+        ),
+        ("interface = \"eth 0\"\n", "interface"),
+        // Probed port 0 and marked every backend down.
+        (
+            "interface = \"eth0\"\n[[services]]\nname = \"a\"\nvip = \"10.0.0.1\"\nproto = \"tcp\"\nport = 0\nbackends = [ { address = \"10.0.0.2\" } ]\n",
+            "health.port",
+        ),
+        // Would have forged Prometheus series.
+        (
+            "interface = \"eth0\"\n[[services]]\nname = \"a\\\"b\"\nvip = \"10.0.0.1\"\nproto = \"tcp\"\nport = 80\n",
+            "services[0].name",
+        ),
     ];
     for (text, needle) in cases {
         std::fs::write(&path, text).unwrap();
@@ -325,4 +350,54 @@ fn xdp_debug_events_reach_the_controller_log_through_aya_log() {
             .contains("orphan fragment id 16962 dropped")
             .then_some(())
     });
+}
+
+/// A backend list that does not fit the backends map (4096 entries, id 0 reserved) is
+/// refused by validation, and does not use up ids: the next reload that adds one
+/// backend applies. After one such reload, every later one that added a backend
+/// failed ("index is 4097 but max_entries is 4096").
+#[test]
+fn a_refused_oversized_reload_does_not_block_later_ones() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("bigrel", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let good = net.config_text(&[0, 1, 2]);
+    let extra: Vec<String> = (0..4093)
+        .map(|i| {
+            format!(
+                "{{ address = \"10.78.{}.{}\", mac = \"02:00:00:00:{:02x}:{:02x}\" }}",
+                i / 250,
+                i % 250 + 1,
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    let big = good.replacen(
+        "backends = [ ",
+        &format!("backends = [ {}, ", extra.join(", ")),
+        1,
+    );
+    std::fs::write(&net.config, &big).unwrap();
+    let e = net.lb_cmd(&["reload"]).unwrap_err().to_string();
+    assert!(
+        e.contains("distinct backend addresses") && e.contains("4095"),
+        "{e}"
+    );
+    assert_eq!(net.status().unwrap()["reload_failures"], 1);
+
+    // One more backend (a host on the segment that serves nothing) fits.
+    let added = "{ address = \"10.77.0.99\", mac = \"02:00:00:00:00:99\" }";
+    let plus = good.replacen("backends = [ ", &format!("backends = [ {added}, "), 1);
+    std::fs::write(&net.config, &plus).unwrap();
+    net.lb_cmd(&["reload"]).unwrap();
+    let st = net.status().unwrap();
+    let backends = st["services"][0]["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 4);
+    let id = backends
+        .iter()
+        .find(|b| b["address"] == "10.77.0.99")
+        .map(|b| b["id"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(id, 4, "the next free id");
 }

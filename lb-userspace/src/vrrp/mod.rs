@@ -119,7 +119,9 @@ fn default_garp_interval_ms() -> u32 {
 /// A field of [`VrrpConfig`] that is invalid, named as in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VrrpConfigError {
-    #[error("interface: {name:?} is not an interface name (1..=15 bytes, no '/' or spaces)")]
+    #[error(
+        "interface: {name:?} is not an interface name (1..=15 bytes, no '/', ':' or whitespace)"
+    )]
     Interface { name: String },
     #[error("vrid: 0 is not a valid Virtual Router ID (1..=255)")]
     Vrid,
@@ -158,18 +160,14 @@ pub enum VrrpConfigError {
 }
 
 fn unicast(a: IpAddr) -> bool {
-    !(a.is_unspecified() || a.is_multicast() || a.is_loopback())
-        && match a {
-            IpAddr::V4(v4) => !v4.is_broadcast(),
-            IpAddr::V6(_) => true,
-        }
+    crate::config::is_host_addr(a)
 }
 
 impl VrrpConfig {
     /// Checks every field; the first problem found is returned, named by field.
     pub fn validate(&self) -> Result<(), VrrpConfigError> {
         let n = &self.interface;
-        if n.is_empty() || n.len() > 15 || n.contains(['/', ' ', '\0']) {
+        if !crate::config::valid_ifname(n) {
             return Err(VrrpConfigError::Interface { name: n.clone() });
         }
         if self.vrid == 0 {
