@@ -56,15 +56,22 @@ pub struct State {
 
 type Shared = Arc<Mutex<State>>;
 
-/// Admin requests (one JSON object per line on the Unix socket).
+/// Longest admin request line; a longer one gets an error and its connection closed
+/// (a request is a few dozen bytes: this only bounds what a client can make us hold).
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+
+/// Admin requests (one JSON object per line on the Unix socket). Unknown fields are
+/// refused, as in config files: a misspelt field must not be silently ignored.
 #[derive(Debug, Deserialize, Serialize)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
-    Status,
+    // Braces, not unit variants: serde lets a unit variant of an internally tagged
+    // enum through with any other fields, deny_unknown_fields or not.
+    Status {},
     Drain { backend: IpAddr },
     Enable { backend: IpAddr },
     Weight { backend: IpAddr, weight: u32 },
-    Reload,
+    Reload {},
 }
 
 /// Resolves backend MACs: from the config, else from the neighbour table after
@@ -415,23 +422,72 @@ async fn admin_server(path: PathBuf, state: Shared, htx: mpsc::Sender<health::Tr
         let state = state.clone();
         let htx = htx.clone();
         tokio::spawn(async move {
-            let (r, mut w) = conn.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let reply = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handle(&state, &htx, req).await,
-                    Err(e) => {
-                        serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
-                    }
-                };
-                let mut out = reply.to_string();
-                out.push('\n');
-                if w.write_all(out.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
+            let (r, w) = conn.into_split();
+            serve_conn(r, w, |req| {
+                let (state, htx) = (state.clone(), htx.clone());
+                async move { handle(&state, &htx, req).await }
+            })
+            .await;
         });
     }
+}
+
+/// Answers the request lines of one admin connection until it closes: one JSON reply
+/// per line. A line that is not UTF-8 or not a request gets an error reply and the
+/// next line is served; a line longer than [`MAX_REQUEST_LINE`] gets an error reply
+/// and the connection is closed (the rest of it cannot be framed without reading it).
+pub async fn serve_conn<R, W, H, F>(r: R, mut w: W, mut handle: H)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+    H: FnMut(Request) -> F,
+    F: std::future::Future<Output = serde_json::Value>,
+{
+    use tokio::io::AsyncReadExt as _;
+    let mut reader = BufReader::new(r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // One byte past the limit tells a line of exactly the limit from a longer one.
+        let limit = MAX_REQUEST_LINE as u64 + 1;
+        let n = match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > MAX_REQUEST_LINE {
+            let e = format!("request line longer than {MAX_REQUEST_LINE} bytes; closing");
+            let _ = reply(&mut w, &serde_json::json!({"ok": false, "error": e})).await;
+            return;
+        }
+        let answer = match std::str::from_utf8(&line) {
+            Err(e) => {
+                serde_json::json!({"ok": false, "error": format!("bad request: not UTF-8 ({e})")})
+            }
+            Ok(text) => match serde_json::from_str::<Request>(text) {
+                Ok(req) => handle(req).await,
+                Err(e) => {
+                    serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
+                }
+            },
+        };
+        if reply(&mut w, &answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn reply<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    v: &serde_json::Value,
+) -> std::io::Result<()> {
+    let mut out = v.to_string();
+    out.push('\n');
+    w.write_all(out.as_bytes()).await
 }
 
 async fn handle(
@@ -441,11 +497,11 @@ async fn handle(
 ) -> serde_json::Value {
     let err = |e: anyhow::Error| serde_json::json!({"ok": false, "error": format!("{e:#}")});
     match req {
-        Request::Status => match status(&lock(state)) {
+        Request::Status {} => match status(&lock(state)) {
             Ok(s) => serde_json::json!({"ok": true, "status": s}),
             Err(e) => err(e),
         },
-        Request::Reload => match reload(state, htx).await {
+        Request::Reload {} => match reload(state, htx).await {
             Ok(()) => serde_json::json!({"ok": true}),
             Err(e) => err(e),
         },
@@ -561,8 +617,30 @@ pub fn status(st: &State) -> anyhow::Result<serde_json::Value> {
 
 /// Prometheus text exposition of [`status`].
 pub fn metrics_text(st: &State) -> anyhow::Result<String> {
+    Ok(render_metrics(&status(st)?))
+}
+
+/// A label value as the Prometheus text format writes it: backslash, `"` and newline
+/// escaped, so no value can end its label or its line and forge another series.
+/// (Service names are also limited to `[A-Za-z0-9_.-]` by config validation; this
+/// holds whatever a value contains.)
+pub fn label_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The metrics of a [`status`] document.
+pub fn render_metrics(s: &serde_json::Value) -> String {
     use std::fmt::Write as _;
-    let s = status(st)?;
+    let text = |v: &serde_json::Value| label_value(v.as_str().unwrap_or(""));
     let mut o = String::new();
     let _ = writeln!(o, "# TYPE lb_service_packets_total counter");
     let _ = writeln!(o, "# TYPE lb_service_bytes_total counter");
@@ -572,7 +650,7 @@ pub fn metrics_text(st: &State) -> anyhow::Result<String> {
     let _ = writeln!(o, "# TYPE lb_backend_ring_slots gauge");
     let _ = writeln!(o, "# TYPE lb_health_transitions_total counter");
     for svc in s["services"].as_array().into_iter().flatten() {
-        let name = svc["name"].as_str().unwrap_or("");
+        let name = text(&svc["name"]);
         let _ = writeln!(
             o,
             "lb_service_packets_total{{service=\"{name}\"}} {}",
@@ -584,10 +662,7 @@ pub fn metrics_text(st: &State) -> anyhow::Result<String> {
             svc["bytes"]
         );
         for b in svc["backends"].as_array().into_iter().flatten() {
-            let l = format!(
-                "service=\"{name}\",backend=\"{}\"",
-                b["address"].as_str().unwrap_or("")
-            );
+            let l = format!("service=\"{name}\",backend=\"{}\"", text(&b["address"]));
             let _ = writeln!(o, "lb_backend_packets_total{{{l}}} {}", b["packets"]);
             let _ = writeln!(o, "lb_backend_bytes_total{{{l}}} {}", b["bytes"]);
             let _ = writeln!(o, "lb_backend_up{{{l}}} {}", u8::from(b["health"] == "up"));
@@ -603,7 +678,8 @@ pub fn metrics_text(st: &State) -> anyhow::Result<String> {
     for (reason, c) in s["reasons"].as_object().into_iter().flatten() {
         let _ = writeln!(
             o,
-            "lb_exit_packets_total{{reason=\"{reason}\"}} {}",
+            "lb_exit_packets_total{{reason=\"{}\"}} {}",
+            label_value(reason),
             c["packets"]
         );
     }
@@ -634,11 +710,8 @@ pub fn metrics_text(st: &State) -> anyhow::Result<String> {
     );
     if let Some(f) = s["failover"].as_object() {
         let _ = writeln!(o, "# TYPE lb_vrrp_state gauge");
-        let _ = writeln!(
-            o,
-            "lb_vrrp_state{{state={}}} 1",
-            f.get("state").cloned().unwrap_or_default()
-        );
+        let state = f.get("state").map(text).unwrap_or_default();
+        let _ = writeln!(o, "lb_vrrp_state{{state=\"{state}\"}} 1");
         for (k, v) in f
             .get("counters")
             .and_then(|c| c.as_object())
@@ -648,7 +721,7 @@ pub fn metrics_text(st: &State) -> anyhow::Result<String> {
             let _ = writeln!(o, "lb_vrrp_{k} {v}");
         }
     }
-    Ok(o)
+    o
 }
 
 async fn metrics_server(addr: std::net::SocketAddr, state: Shared) {
@@ -699,4 +772,157 @@ pub async fn request(socket: &Path, req: &Request) -> anyhow::Result<serde_json:
         bail!("{}", v["error"].as_str().unwrap_or("request failed"));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("web"), "web");
+        assert_eq!(label_value(r#"a"b"#), r#"a\"b"#);
+        assert_eq!(label_value("a\\b"), r"a\\b");
+        assert_eq!(label_value("a\nb"), r"a\nb");
+    }
+
+    /// A service name carrying `"`, `}` and a newline cannot end its label or line and
+    /// forge a series (config validation refuses such names too; this is the second
+    /// line of defence).
+    #[test]
+    fn metrics_cannot_be_forged_through_a_label() {
+        let evil = "x\"} 1\nlb_backend_up{service=\"forged\",backend=\"10.0.0.9\"} 1\n#";
+        let status = serde_json::json!({
+            "services": [{
+                "name": evil, "packets": 1, "bytes": 2,
+                "backends": [{"address": "10.0.0.1", "packets": 3, "bytes": 4,
+                              "health": "up", "ring_slots": 5, "transitions": 0}],
+            }],
+            "reasons": {"tx_l2": {"packets": 7}},
+            "conntrack_entries": 0, "conntrack_size": 64, "ring_rebuilds": 0,
+            "reloads": 0, "reload_failures": 0,
+            "failover": {"state": "Master", "counters": {"adverts_rx": 1}},
+        });
+        let text = render_metrics(&status);
+        for line in text.lines() {
+            assert!(
+                !line.starts_with("lb_backend_up{service=\"forged\""),
+                "forged series:\n{text}"
+            );
+            if line.starts_with('#') {
+                assert!(line.starts_with("# TYPE "), "stray comment line: {line:?}");
+                continue;
+            }
+            // name{labels} value, or name value: one sample per line.
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line:?} in\n{text}");
+        }
+        let escaped = r#"x\"} 1\nlb_backend_up{service=\"forged\",backend=\"10.0.0.9\"} 1\n#"#;
+        assert!(
+            text.contains(&format!(
+                "lb_service_packets_total{{service=\"{escaped}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("lb_vrrp_state{state=\"Master\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lb_exit_packets_total{reason=\"tx_l2\"} 7\n"),
+            "{text}"
+        );
+    }
+
+    /// Runs `serve_conn` over an in-memory pipe with a handler that answers
+    /// `{"ok": true, "cmd": ...}`; returns the client's ends.
+    fn serve() -> (
+        tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        tokio::io::Lines<tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>>,
+    ) {
+        let (client, server) = tokio::io::duplex(4096);
+        let (sr, sw) = tokio::io::split(server);
+        tokio::spawn(serve_conn(sr, sw, |req| async move {
+            serde_json::json!({"ok": true, "cmd": format!("{req:?}")})
+        }));
+        let (cr, cw) = tokio::io::split(client);
+        (cw, tokio::io::BufReader::new(cr).lines())
+    }
+
+    async fn answer(
+        lines: &mut tokio::io::Lines<
+            tokio::io::BufReader<tokio::io::ReadHalf<tokio::io::DuplexStream>>,
+        >,
+    ) -> Option<serde_json::Value> {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an answer within 10 s")
+            .expect("reading the answer")?;
+        Some(serde_json::from_str(&line).expect("JSON answer"))
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_gets_an_error_and_the_next_line_is_served() {
+        let (mut w, mut lines) = serve();
+        w.write_all(b"{\"cmd\":\"st\xffatus\"}\n{\"cmd\":\"status\"}\n")
+            .await
+            .unwrap();
+        let a = answer(&mut lines).await.unwrap();
+        assert_eq!(a["ok"], false, "{a}");
+        assert!(a["error"].as_str().unwrap().contains("UTF-8"), "{a}");
+        let b = answer(&mut lines).await.unwrap();
+        assert_eq!(b["ok"], true, "{b}");
+        assert_eq!(b["cmd"], "Status");
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_gets_an_error_and_the_connection_closes() {
+        let (mut w, mut lines) = serve();
+        // A line of exactly the limit is read (and refused as JSON, not for size).
+        let mut exact = vec![b' '; MAX_REQUEST_LINE];
+        exact.push(b'\n');
+        w.write_all(&exact).await.unwrap();
+        let a = answer(&mut lines).await.unwrap();
+        assert!(a["error"].as_str().unwrap().contains("bad request"), "{a}");
+        // One byte more, and no newline in sight: the writer is still sending when
+        // the server gives up, so write from a task.
+        let writer = tokio::spawn(async move {
+            let big = vec![b'x'; 4 * MAX_REQUEST_LINE];
+            let _ = w.write_all(&big).await;
+            w
+        });
+        let b = answer(&mut lines).await.unwrap();
+        assert_eq!(b["ok"], false, "{b}");
+        assert!(
+            b["error"].as_str().unwrap().contains("longer than 65536"),
+            "{b}"
+        );
+        assert!(
+            answer(&mut lines).await.is_none(),
+            "the connection stays open"
+        );
+        drop(writer.await);
+    }
+
+    #[tokio::test]
+    async fn unknown_request_fields_are_refused() {
+        let (mut w, mut lines) = serve();
+        for req in [
+            r#"{"cmd":"status","verbose":true}"#,
+            r#"{"cmd":"drain","backend":"10.0.0.1","force":true}"#,
+            r#"{"cmd":"reload","path":"/etc/other.toml"}"#,
+        ] {
+            w.write_all(format!("{req}\n").as_bytes()).await.unwrap();
+            let a = answer(&mut lines).await.unwrap();
+            assert_eq!(a["ok"], false, "{req}: {a}");
+            assert!(
+                a["error"].as_str().unwrap().contains("unknown field"),
+                "{req}: {a}"
+            );
+        }
+        w.write_all(b"{\"cmd\":\"drain\",\"backend\":\"10.0.0.1\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(answer(&mut lines).await.unwrap()["ok"], true);
+    }
 }

@@ -155,7 +155,7 @@ fn main() -> anyhow::Result<()> {
             }
             Cmd::Check { config } => check(&config),
             Cmd::Status { target, json } => {
-                let v = daemon::request(&target.socket(), &Request::Status).await?;
+                let v = daemon::request(&target.socket(), &Request::Status {}).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&v["status"])?);
                 } else {
@@ -177,7 +177,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Cmd::Reload { target } => {
-                daemon::request(&target.socket(), &Request::Reload).await?;
+                daemon::request(&target.socket(), &Request::Reload {}).await?;
                 println!("reloaded");
                 Ok(())
             }
@@ -315,7 +315,7 @@ fn print_status(s: &serde_json::Value) {
 
 async fn stats(socket: &Path, watch: bool, every: Duration) -> anyhow::Result<()> {
     let read = || async {
-        let v = daemon::request(socket, &Request::Status).await?;
+        let v = daemon::request(socket, &Request::Status {}).await?;
         let mut out = Vec::new();
         for (k, c) in v["status"]["reasons"].as_object().into_iter().flatten() {
             out.push((k.clone(), c["packets"].as_u64().unwrap_or(0)));

@@ -401,3 +401,50 @@ fn a_refused_oversized_reload_does_not_block_later_ones() {
         .unwrap();
     assert_eq!(id, 4, "the next free id");
 }
+
+/// The admin socket answers a line that is not UTF-8 with an error and keeps serving
+/// the connection (it used to close it silently); a line over 64 KiB gets an error and
+/// the connection is closed instead of being buffered whole.
+#[test]
+fn the_admin_socket_survives_bad_lines() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    lb_tests::require_root();
+    let mut net = LbNet::new("admin", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let conn = std::os::unix::net::UnixStream::connect(net.socket()).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    let mut answer = || {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line
+    };
+    w.write_all(b"{\"cmd\":\"sta\xfftus\"}\n{\"cmd\":\"status\"}\n{\"cmd\":\"status\",\"x\":1}\n")
+        .unwrap();
+    let a: serde_json::Value = serde_json::from_str(&answer()).unwrap();
+    assert!(a["error"].as_str().unwrap().contains("UTF-8"), "{a}");
+    let b: serde_json::Value = serde_json::from_str(&answer()).unwrap();
+    assert_eq!(b["ok"], true, "{b}");
+    let c: serde_json::Value = serde_json::from_str(&answer()).unwrap();
+    assert!(
+        c["error"].as_str().unwrap().contains("unknown field"),
+        "{c}"
+    );
+
+    // 1 MiB without a newline: refused after 64 KiB, the connection closed.
+    let big = vec![b'x'; 1 << 20];
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&big);
+    });
+    let d: serde_json::Value = serde_json::from_str(&answer()).unwrap();
+    assert!(
+        d["error"].as_str().unwrap().contains("longer than 65536"),
+        "{d}"
+    );
+    assert_eq!(answer(), "", "the connection stays open");
+    writer.join().unwrap();
+    // The controller serves other connections as before.
+    assert_eq!(net.status().unwrap()["reload_failures"], 0);
+}
