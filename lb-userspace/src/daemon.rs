@@ -3,11 +3,14 @@
 //! Attaches (or adopts) the data plane, applies the config, runs health checks, the
 //! admin socket, the Prometheus endpoint and VRRP failover, and reacts to:
 //! - health transitions: rebuild the affected rings;
-//! - SIGHUP or `lb reload`: re-read the file; a bad file is rejected whole and the
-//!   running config stays;
+//! - SIGHUP or `lb reload`: re-read the file; a bad file, or one that changes a
+//!   setting fixed at start ([`restart_fields`]), is rejected whole and the running
+//!   config stays;
 //! - SIGTERM/SIGINT: clean shutdown (detach and unpin unless `--keep-pins`);
 //! - `kill -9`: nothing to do: the pinned link keeps forwarding, and the next `lb run`
-//!   adopts the pins without flushing rings or the connection table.
+//!   adopts the pins without flushing rings or the connection table;
+//! - a start that fails after attaching: detach and unpin what this run attached,
+//!   leave what it adopted.
 
 use std::{
     collections::BTreeMap,
@@ -52,6 +55,8 @@ pub struct State {
     pub reloads: u64,
     pub reload_failures: u64,
     pub vrrp: Option<crate::vrrp::Tracker>,
+    /// `lb run --xdp-mode`, which wins over the file's `xdp_mode` on reload too.
+    pub xdp_mode_override: Option<AttachMode>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -149,13 +154,26 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(m) = opts.xdp_mode {
         cfg.xdp_mode = m;
     }
-    let mut rt = Runtime {
+    // The interface first: resolving backend MACs can take seconds per backend, and
+    // is pointless when there is nothing to attach to.
+    let lb_mac = crate::dataplane::iface_mac(&cfg.interface).with_context(|| {
+        format!(
+            "interface {:?} (`interface` in {}): does it exist in this network namespace?",
+            cfg.interface,
+            path.display()
+        )
+    })?;
+    let rt = Runtime {
         macs: resolve_macs(&cfg).await?,
         ifindex: ifindexes(&cfg)?,
-        lb_mac: crate::dataplane::iface_mac(&cfg.interface)?,
+        lb_mac,
         ..Runtime::default()
     };
-    rt.down.clear();
+    // Signal handlers before attaching, so nothing can fail between attaching and
+    // serving except what `abandon` below cleans up after.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let mut dp = Dataplane::attach_or_adopt(
         &cfg.instance,
         &cfg.interface,
@@ -166,11 +184,17 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         },
     )?;
     let mut rec = Reconciler::default();
-    if dp.adopted {
+    let first = if dp.adopted {
         rec.adopt(&dp.maps, &cfg)
-            .context("reading the adopted data plane")?;
+            .context("reading the adopted data plane")
+    } else {
+        Ok(())
     }
-    let n = rec.apply(&mut dp.maps, &cfg, &rt)?;
+    .and_then(|()| rec.apply(&mut dp.maps, &cfg, &rt));
+    let n = match first {
+        Ok(n) => n,
+        Err(e) => return Err(abandon(&mut dp, e)),
+    };
     log::info!(
         "{} on {} ({:?}): {} services, {n} rings written{}",
         cfg.instance,
@@ -200,6 +224,7 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
         reloads: 0,
         reload_failures: 0,
         vrrp: None,
+        xdp_mode_override: opts.xdp_mode,
     }));
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -207,35 +232,63 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     if let Some(vc) = failover {
         let tracker = crate::vrrp::Tracker::new();
         tracker.set_xdp_attached(true);
-        tracker.set_healthy_backends(true);
         let mut rx = shutdown_rx.clone();
         lock(&state).vrrp = Some(tracker.clone());
+        track_backends(&lock(&state));
+        let mut roles = tracker.subscribe();
+        // What ended the VRRP runtime, if it ends before running (setup failed:
+        // interface missing, no source address, sockets refused).
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         // VRRP gets a thread and a runtime of its own: adverts and takeover timers
         // must not wait behind ring rebuilds or admin requests on the main runtime.
-        vrrp_task = Some(
-            std::thread::Builder::new()
-                .name("vrrp".into())
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
+        let spawned = std::thread::Builder::new()
+            .name("vrrp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = failed_tx.send(anyhow::Error::new(e).context("VRRP runtime"));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    if let Err(e) = crate::vrrp::run(vc, tracker, async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await
+                        && let Err(e) = failed_tx.send(e)
                     {
-                        Ok(rt) => rt,
-                        Err(e) => return log::error!("VRRP runtime: {e}"),
-                    };
-                    rt.block_on(async move {
-                        if let Err(e) = crate::vrrp::run(vc, tracker, async move {
-                            let _ = rx.wait_for(|s| *s).await;
-                        })
-                        .await
-                        {
-                            log::error!("VRRP: {e:#}");
-                        }
-                    });
-                })
-                .context("starting the VRRP thread")?,
-        );
-        track_backends(&lock(&state));
+                        log::error!("VRRP: {e:#}");
+                    }
+                });
+            });
+        // Serve only once VRRP runs: a node whose failover cannot start would serve
+        // without ever taking (or giving up) its VIPs, looking healthy all the while.
+        let started = match spawned {
+            Ok(t) => {
+                vrrp_task = Some(t);
+                tokio::select! {
+                    r = roles.wait_for(|r| r.state != crate::vrrp::State::Initialize) => {
+                        r.map(drop).map_err(|_| anyhow::anyhow!("the VRRP thread ended"))
+                    }
+                    r = failed_rx => Err(r.unwrap_or_else(|_| anyhow::anyhow!("the VRRP thread ended"))),
+                }
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        };
+        if let Err(e) = started {
+            let e = e.context("starting VRRP failover (`[failover]`)");
+            let _ = shutdown_tx.send(true);
+            if let Some(t) = vrrp_task.take() {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            let mut st = lock(&state);
+            st.checks = None;
+            return Err(abandon(&mut st.dp, e));
+        }
     }
 
     let admin = tokio::spawn(admin_server(socket.clone(), state.clone(), htx.clone()));
@@ -245,9 +298,6 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     // is gone must not hold the VIP).
     let mut xdp_check = tokio::time::interval(Duration::from_secs(1));
     xdp_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             Some(t) = hrx.recv() => {
@@ -295,6 +345,23 @@ pub async fn run(path: &Path, opts: RunOptions) -> anyhow::Result<()> {
     let mut st = lock(&state);
     st.checks = None;
     st.dp.shutdown(opts.keep_pins)
+}
+
+/// `lb run` failed after `attach_or_adopt`: undo what this run created and return
+/// the error. A data plane this run attached is detached and its pins removed (the
+/// next `lb run` starts clean instead of adopting half-written maps); one it adopted
+/// belongs to the earlier controller and keeps forwarding untouched.
+fn abandon(dp: &mut Dataplane, e: anyhow::Error) -> anyhow::Error {
+    if dp.adopted {
+        log::error!("startup failed; the adopted data plane is left attached and pinned as it was");
+        return e;
+    }
+    match dp.shutdown(false) {
+        Ok(()) => e.context("startup failed; the XDP program was detached and its pins removed"),
+        Err(c) => e.context(format!(
+            "startup failed, and cleaning up after it too ({c:#}): remove the pin directory by hand"
+        )),
+    }
 }
 
 /// Drains the aya-log ring buffer of program `id` into the `log` crate.
@@ -379,11 +446,19 @@ async fn reload(state: &Shared, htx: &mpsc::Sender<health::Transition>) -> anyho
             return Err(e);
         }
     };
-    if new.interface != st.cfg.interface || new.instance != st.cfg.instance {
-        st.reload_failures += 1;
-        bail!("interface and instance cannot change on reload; restart the controller");
+    if let Some(m) = st.xdp_mode_override {
+        new.xdp_mode = m;
     }
-    new.xdp_mode = st.cfg.xdp_mode;
+    let fixed = restart_fields(&st.cfg, &new);
+    if !fixed.is_empty() {
+        st.reload_failures += 1;
+        bail!(
+            "{}: changing {} needs a restart (fixed when `lb run` starts); nothing was \
+             reloaded (restart the controller, or put the running values back)",
+            path.display(),
+            fixed.join(", ")
+        );
+    }
     let old = std::mem::replace(&mut st.cfg, new);
     let old_rt = st.rt.clone();
     st.rt.macs = macs;
@@ -401,6 +476,36 @@ async fn reload(state: &Shared, htx: &mpsc::Sender<health::Transition>) -> anyho
     st.checks = Some(health::start(&st.cfg, htx.clone()));
     log::info!("reloaded {}", path.display());
     Ok(())
+}
+
+/// The fields of `new` that differ from the running `old` but are fixed for the life
+/// of `lb run`: the attached interface and mode, the pin directory, the map sizes, the
+/// listening sockets and the VRRP instance. A reload that changes any of them is
+/// refused whole, so what runs is always what `lb status` says and the file says.
+pub fn restart_fields(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if new.instance != old.instance {
+        out.push("instance");
+    }
+    if new.interface != old.interface {
+        out.push("interface");
+    }
+    if new.xdp_mode != old.xdp_mode {
+        out.push("xdp_mode");
+    }
+    if new.conntrack_size != old.conntrack_size {
+        out.push("conntrack_size");
+    }
+    if new.metrics != old.metrics {
+        out.push("metrics");
+    }
+    if new.admin_socket() != old.admin_socket() {
+        out.push("admin_socket");
+    }
+    if new.failover != old.failover {
+        out.push("failover");
+    }
+    out
 }
 
 async fn admin_server(path: PathBuf, state: Shared, htx: mpsc::Sender<health::Transition>) {
@@ -832,6 +937,45 @@ mod tests {
             text.contains("lb_exit_packets_total{reason=\"tx_l2\"} 7\n"),
             "{text}"
         );
+    }
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!("instance = \"t\"\ninterface = \"eth0\"\n{extra}\n"),
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    /// `lb reload` used to compare only interface and instance and report success
+    /// while the rest of these kept their start-up values.
+    #[test]
+    fn reload_names_every_field_fixed_at_start() {
+        let base = config("");
+        assert!(restart_fields(&base, &config("")).is_empty());
+        // Applied by a reload: not listed.
+        assert!(restart_fields(&base, &config("hash_seed = 9\nudp_timeout_ms = 5000")).is_empty());
+        let cases = [
+            ("conntrack_size = 4096", "conntrack_size"),
+            ("metrics = \"127.0.0.1:9200\"", "metrics"),
+            ("admin_socket = \"/run/lb/other.sock\"", "admin_socket"),
+            ("xdp_mode = \"skb\"", "xdp_mode"),
+            (
+                "[failover]\ninterface = \"eth0\"\nvrid = 1\npriority = 100\nadvert_interval_ms = 100\nvips = [\"10.0.0.1\"]",
+                "failover",
+            ),
+        ];
+        for (extra, field) in cases {
+            assert_eq!(restart_fields(&base, &config(extra)), [field], "{extra}");
+        }
+        let moved = Config::parse("instance = \"u\"\ninterface = \"eth1\"\n", "t.toml").unwrap();
+        // The admin socket follows the instance: both are named.
+        assert_eq!(
+            restart_fields(&base, &moved),
+            ["instance", "interface", "admin_socket"]
+        );
+        // The default admin socket written out explicitly changes nothing.
+        assert!(restart_fields(&base, &config("admin_socket = \"/run/lb/t.sock\"")).is_empty());
     }
 
     /// Runs `serve_conn` over an in-memory pipe with a handler that answers

@@ -271,9 +271,14 @@ impl Dataplane {
         let dir = Self::pin_dir(instance);
         ensure_bpffs()?;
         if dir.join("link").exists() {
-            let maps = Maps::from_pins(&dir).context(
-                "adopting the pinned state of an earlier controller failed; remove it with `lb run --flush` or delete the pin directory",
-            )?;
+            let maps = Maps::from_pins(&dir).with_context(|| {
+                format!(
+                    "adopting the pinned state an earlier controller left in {d} failed; to \
+                     start afresh, remove it with `rm -r {d}` (this detaches that XDP program \
+                     and drops its connection table)",
+                    d = dir.display()
+                )
+            })?;
             let link =
                 PinnedLink::from_pin(dir.join("link")).context("opening the pinned XDP link")?;
             log::info!(
@@ -305,10 +310,23 @@ impl Dataplane {
                 }
             )
         })?;
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let link = pin_link(prog, id, &dir.join("link"))?;
-        pin_maps(&ebpf, &dir)?;
-        let maps = Maps::take(&mut ebpf)?;
+        // From here on a failure removes what this call pinned: a link pinned without
+        // its maps would be adopted, and fail, by every later start.
+        let pinned = (|| {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let prog = load_program(&mut ebpf, lb_common::PROG_LB)?;
+            let link = pin_link(prog, id, &dir.join("link"))?;
+            pin_maps(&ebpf, &dir)?;
+            anyhow::Ok((link, Maps::take(&mut ebpf)?))
+        })();
+        let (link, maps) = match pinned {
+            Ok(v) => v,
+            Err(e) => {
+                // Dropping `ebpf` (and the link) on return detaches the program.
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         Ok(Self {
             ebpf: Some(ebpf),
             maps,

@@ -76,7 +76,9 @@ enum Cmd {
         #[command(flatten)]
         target: Target,
     },
-    /// Re-read the config file (same as SIGHUP); a bad file changes nothing.
+    /// Re-read the config file (same as SIGHUP); a bad file, or one that changes a
+    /// setting fixed at start (instance, interface, xdp_mode, conntrack_size, metrics,
+    /// admin_socket, [failover]), changes nothing.
     Reload {
         #[command(flatten)]
         target: Target,

@@ -352,6 +352,53 @@ fn xdp_debug_events_reach_the_controller_log_through_aya_log() {
     });
 }
 
+/// `lb reload` used to report success while ignoring `[failover]`, `conntrack_size`,
+/// `metrics` and `admin_socket`: now it refuses the whole reload, names those fields,
+/// counts a failure, and status keeps reporting what runs.
+#[test]
+fn a_reload_that_changes_start_up_settings_is_refused_whole() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("fixed", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let good = net.config_text(&[0, 1, 2]);
+    // A change a reload applies (b3 dropped) next to two it cannot.
+    let bad = good
+        .replace("conntrack_size = 65536", "conntrack_size = 131072")
+        .replacen(
+            "hash_seed = 7",
+            "hash_seed = 7\nmetrics = \"127.0.0.1:9199\"",
+            1,
+        )
+        .replace(
+            &format!(
+                ", {{ address = \"{}\", mac = \"{}\" }}",
+                net.backend_addrs[2], net.backend_macs[2]
+            ),
+            "",
+        );
+    assert_ne!(bad, good);
+    assert!(!bad.contains(&net.backend_addrs[2].to_string()));
+    std::fs::write(&net.config, &bad).unwrap();
+    let e = net.lb_cmd(&["reload"]).unwrap_err().to_string();
+    assert!(
+        e.contains("conntrack_size") && e.contains("metrics") && e.contains("nothing was reloaded"),
+        "{e}"
+    );
+    let st = net.status().unwrap();
+    assert_eq!(st["reload_failures"], 1);
+    assert_eq!(st["reloads"], 0);
+    assert_eq!(st["conntrack_size"], 65536, "status reports what runs");
+    assert_eq!(
+        st["services"][0]["backends"].as_array().unwrap().len(),
+        3,
+        "part of a refused reload was applied"
+    );
+    // The file put back: reloads work again.
+    std::fs::write(&net.config, &good).unwrap();
+    net.lb_cmd(&["reload"]).unwrap();
+    assert_eq!(net.status().unwrap()["reloads"], 1);
+}
+
 /// A backend list that does not fit the backends map (4096 entries, id 0 reserved) is
 /// refused by validation, and does not use up ids: the next reload that adds one
 /// backend applies. After one such reload, every later one that added a backend
@@ -400,6 +447,95 @@ fn a_refused_oversized_reload_does_not_block_later_ones() {
         .map(|b| b["id"].as_u64().unwrap())
         .unwrap();
     assert_eq!(id, 4, "the next free id");
+}
+
+/// Runs `lb run` on the LB node with `text` as its config and waits up to `limit` for
+/// it to exit by itself; returns whether it succeeded and its log.
+fn run_to_exit(net: &LbNet, text: &str, limit: Duration) -> (bool, String) {
+    let path = net.config.with_file_name("start.toml");
+    let log = net.config.with_file_name("start.log");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = net.lb.cmd(bin_path("lb").to_str().unwrap());
+    cmd.args(["run", "--config", path.to_str().unwrap()])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut p = net.lb.spawn_cmd(&mut cmd).unwrap();
+    let status = p.wait_exit(limit);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("lb run still running after {limit:?}:\n{text}"));
+    (status.success(), text)
+}
+
+fn xdp_attached(net: &LbNet) -> bool {
+    net.lb
+        .run(&["ip", "-d", "link", "show", "dev", "eth0"])
+        .unwrap()
+        .contains("prog/xdp")
+}
+
+/// `lb run` failing after it attached (here: its `[failover]` cannot start, the
+/// interface named there does not exist) detaches the program and removes the pins it
+/// created; one that adopted a running data plane leaves it attached and forwarding.
+/// A failed start used to leave XDP attached and the pins behind (and a broken
+/// failover section was only logged, the node serving without it).
+#[test]
+fn a_failed_start_removes_what_it_attached_and_keeps_what_it_adopted() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("failst", Opts::default()).unwrap();
+    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/lb-{}", net.instance));
+    let failover = "\n[failover]\ninterface = \"nosuch0\"\nvrid = 42\npriority = 100\n\
+                    advert_interval_ms = 100\nvips = [\"10.77.0.100\"]\n";
+    let broken = format!("{}{failover}", net.config_text(&[0, 1, 2]));
+
+    let (ok, log) = run_to_exit(&net, &broken, Duration::from_secs(20));
+    assert!(!ok, "lb run succeeded:\n{log}");
+    assert!(log.contains("failover") && log.contains("nosuch0"), "{log}");
+    assert!(log.contains("detached"), "{log}");
+    assert!(!pins.exists(), "pins left after a failed start:\n{log}");
+    assert!(
+        !xdp_attached(&net),
+        "XDP left attached after a failed start"
+    );
+
+    // A running data plane, its controller killed: the failed start adopts it and
+    // must leave it as it was.
+    net.start_controller().unwrap();
+    net.controller.as_mut().unwrap().stop(libc::SIGKILL);
+    let (ok, log) = run_to_exit(&net, &broken, Duration::from_secs(20));
+    assert!(!ok, "lb run succeeded:\n{log}");
+    assert!(log.contains("adopted data plane is left"), "{log}");
+    assert!(pins.join("link").exists(), "the adopted pins were removed");
+    assert!(xdp_attached(&net));
+    assert_eq!(net.fetch_names(3).unwrap().len(), 3, "forwarding stopped");
+    // And the next good start adopts it.
+    net.start_controller().unwrap();
+    assert_eq!(net.status().unwrap()["adopted"], true);
+}
+
+/// A missing interface is reported at once, before backend MACs are resolved (each
+/// unresolvable one took 5 s of ARP first).
+#[test]
+fn a_missing_interface_fails_before_arp() {
+    lb_tests::require_root();
+    let net = LbNet::new("noif", Opts::default()).unwrap();
+    let text = net
+        .config_text(&[0])
+        .replace("interface = \"eth0\"", "interface = \"nosuch0\"")
+        .replace(
+            &format!(
+                "{{ address = \"{}\", mac = \"{}\" }}",
+                net.backend_addrs[0], net.backend_macs[0]
+            ),
+            "{ address = \"10.77.0.201\" }, { address = \"10.77.0.202\" }",
+        );
+    assert!(text.contains("10.77.0.201"));
+    // Resolving two silent backends would take 10 s.
+    let (ok, log) = run_to_exit(&net, &text, Duration::from_secs(5));
+    assert!(!ok);
+    assert!(
+        log.contains("nosuch0") && log.contains("does it exist"),
+        "{log}"
+    );
+    assert!(!log.contains("could not resolve"), "{log}");
 }
 
 /// The admin socket answers a line that is not UTF-8 with an error and keeps serving
