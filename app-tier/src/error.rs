@@ -181,8 +181,14 @@ impl From<sqlx::Error> for ApiError {
                     Some(1217 | 1451) => ApiError::Conflict {
                         message: "still referenced by other rows".into(),
                     },
-                    // ER_DATA_TOO_LONG / out of range: validation should have caught it.
-                    Some(1406 | 1264) => ApiError::invalid("body", db.message().to_string()),
+                    // ER_DATA_TOO_LONG / ER_WARN_DATA_OUT_OF_RANGE: validation should
+                    // have caught it, so the value came from the client; still a 400.
+                    // MariaDB's message names a column, which may not be the client's
+                    // field (a parent id from the path): it goes to the log only.
+                    Some(1406 | 1264) => {
+                        log::warn!(target: "app_tier::error", "status=400 value refused by the database, validation missed it: {}", db.message());
+                        ApiError::invalid("body", "a value does not fit its column")
+                    }
                     Some(n) if UNAVAILABLE_CODES.contains(&n) => ApiError::DatabaseUnavailable {
                         detail: err.to_string(),
                     },

@@ -113,6 +113,16 @@ const fn reference(name: &'static str, table: &'static str) -> Field {
     f
 }
 
+/// The longest id, in characters: the `VARCHAR(36)` of every id column (a UUID).
+pub const ID_MAX_CHARS: usize = 36;
+
+/// Whether `id` fits an id column, so that looking it up or storing it as a reference
+/// is meaningful (a longer one names no row, and an INSERT would refuse it as too
+/// long, error 1406, before any foreign key is checked).
+pub fn could_be_id(id: &str) -> bool {
+    id.chars().count() <= ID_MAX_CHARS
+}
+
 const NAME: Ty = Ty::Str { max: 128 };
 const LONG_TEXT: Ty = Ty::Str { max: 4096 };
 /// Generous but bounded: keeps `INT` columns far from overflow.
@@ -269,7 +279,7 @@ fn parse_value(f: &Field, v: &Value) -> Result<Val, ApiError> {
     }
     match f.ty {
         Ty::Str { max } => Ok(Val::Str(text(v, max).map_err(bad)?)),
-        Ty::Id => Ok(Val::Str(text(v, 36).map_err(bad)?)),
+        Ty::Id => Ok(Val::Str(text(v, ID_MAX_CHARS).map_err(bad)?)),
         Ty::Email => {
             let s = text(v, 128).map_err(bad)?;
             let ok = s.split_once('@').is_some_and(|(user, host)| {
@@ -418,6 +428,14 @@ mod tests {
                 "{k}={v}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn ids_longer_than_the_column_are_no_ids() {
+        assert!(could_be_id("00000000-0000-4000-8000-000000000002"));
+        assert!(could_be_id(&"é".repeat(36)), "characters, not bytes");
+        assert!(!could_be_id(&"a".repeat(37)));
+        assert!(!could_be_id(&"é".repeat(37)));
     }
 
     #[test]
