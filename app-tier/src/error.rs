@@ -60,6 +60,13 @@ pub enum ApiError {
         /// The driver's error, logged but never sent to the client.
         detail: String,
     },
+    /// 503: every connection of the pool stayed in use for `acquire_timeout_ms`. The
+    /// database answers; this server has more requests than connections for it.
+    #[error("database busy")]
+    DatabaseBusy {
+        /// Which pool, for the log.
+        detail: String,
+    },
     /// 503: the request ran past `request_timeout_ms` (Gunicorn's worker timeout).
     #[error("request timed out")]
     Timeout,
@@ -90,9 +97,9 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BrokenReference { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::DatabaseUnavailable { .. } | ApiError::Timeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::DatabaseUnavailable { .. }
+            | ApiError::DatabaseBusy { .. }
+            | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +121,9 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseUnavailable { detail } => {
                 log::warn!(target: "app_tier::error", "status=503 database_unavailable detail={detail:?}");
             }
+            ApiError::DatabaseBusy { detail } => {
+                log::warn!(target: "app_tier::error", "status=503 database_busy detail={detail:?}");
+            }
             _ => {}
         }
         let body = match &self {
@@ -124,6 +134,14 @@ impl IntoResponse for ApiError {
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::DatabaseUnavailable { .. } | ApiError::Timeout
+        ) {
+            // The database may have gone away under this request (see `server::observe`);
+            // a full pool says nothing about that.
+            response.extensions_mut().insert(DatabaseTrouble);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Tells the load balancer and clients this is transient.
             response.headers_mut().insert(
@@ -134,6 +152,11 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Marks a response whose error may mean the database went away (unreachable, or a
+/// request cut off by the timeout), so the pools test their idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseTrouble;
 
 /// MariaDB error numbers that mean "the server went away or is refusing work for now",
 /// as opposed to "your statement is wrong". Sources: MariaDB error code reference.

@@ -44,6 +44,7 @@ pub struct Metrics {
     db_acquires: Mutex<BTreeMap<String, u64>>,
     replica_fallbacks: AtomicU64,
     db_unavailable: AtomicU64,
+    db_busy: AtomicU64,
     timeouts: AtomicU64,
 }
 
@@ -89,6 +90,11 @@ impl Metrics {
     /// Counts a request refused because the primary was unreachable.
     pub fn observe_db_unavailable(&self) {
         self.db_unavailable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused because every connection to the primary stayed busy.
+    pub fn observe_db_busy(&self) {
+        self.db_busy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request cut off by the request timeout.
@@ -184,6 +190,11 @@ impl Metrics {
                 "app_db_unavailable_total",
                 "Requests answered 503 because the primary was unreachable.",
                 &self.db_unavailable,
+            ),
+            (
+                "app_db_busy_total",
+                "Requests answered 503 because every connection to the primary stayed in use for acquire_timeout_ms.",
+                &self.db_busy,
             ),
             (
                 "app_http_request_timeouts_total",

@@ -2,8 +2,9 @@
 //! a listener until a shutdown future resolves and then lets in-flight requests finish.
 //!
 //! Middleware, outermost first: access log and metrics (so they see every status,
-//! including the timeout's 503; a 503 also has the pools test their idle connections),
-//! then the request timeout, then the body-size limit.
+//! including the timeout's 503; a 503 that may mean the database went away also has
+//! the pools test their idle connections), then the request timeout, then the
+//! body-size limit.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::error::{ApiError, DatabaseTrouble};
 use crate::metrics::Metrics;
 
 /// What every handler can reach. Cheap to clone.
@@ -139,7 +140,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         status.as_u16(),
         elapsed.as_secs_f64() * 1000.0
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if response.extensions().get::<DatabaseTrouble>().is_some() {
         // The handler's connection is back in its pool by now; if the database went
         // away, it and its idle siblings must be tested before anyone uses them.
         s.db.suspect_idle_connections();
