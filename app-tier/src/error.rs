@@ -37,6 +37,9 @@ pub enum ApiError {
     /// 404: no such resource (an unknown id in the path, or an unknown route).
     #[error("Not found")]
     NotFound,
+    /// 405: the route exists but not with this method (the router adds `Allow`).
+    #[error("Method not allowed")]
+    MethodNotAllowed,
     /// 409: the request would create a duplicate (a unique key already taken).
     #[error("{message}")]
     Conflict {
@@ -94,6 +97,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BrokenReference { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

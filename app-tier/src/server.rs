@@ -61,6 +61,9 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
+        // After every route: it applies to the routes registered so far. The router
+        // still adds `Allow` to what it answers.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -132,7 +135,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     let elapsed = start.elapsed();
     let status = response.status();
     s.metrics
-        .observe_request(method.as_str(), &route, status.as_u16(), elapsed);
+        .observe_request(&method, &route, status.as_u16(), elapsed);
     // logfmt: one line per request, greppable and parseable.
     log::info!(
         target: "app_tier::access",

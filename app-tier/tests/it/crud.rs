@@ -823,6 +823,32 @@ async fn unknown_routes_are_json_404() {
 }
 
 #[tokio::test]
+async fn a_method_the_route_does_not_take_is_a_json_405_with_allow() {
+    let app = shared_app().await;
+    for (method, path, allow) in [
+        ("PATCH", "/api/v1/states", "GET,HEAD,POST"),
+        ("DELETE", "/api/v1/states", "GET,HEAD,POST"),
+        ("POST", "/api/v1/states/x", "GET,HEAD,PUT,DELETE"),
+        ("GET", "/api/v1/places_search", "POST"),
+        ("PUT", "/healthz", "GET,HEAD"),
+        ("FOO", "/api/v1/status", "GET,HEAD"),
+    ] {
+        let r = app.raw(method, path, vec![], None).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(
+            r.headers["content-type"], "application/json",
+            "{method} {path}"
+        );
+        assert_eq!(r.headers["allow"], allow, "{method} {path}");
+        assert_eq!(
+            r.json(),
+            json!({"error": "Method not allowed"}),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_row_that_cannot_be_printed_fails_its_page_alone() {
     let app = shared_app().await;
     let a = app.create("/api/v1/states", json!({"name": "A"})).await;
