@@ -22,8 +22,9 @@ pub enum ApiError {
         /// What is wrong with it, for the client.
         message: String,
     },
-    /// 400: the body is not a JSON object (or not UTF-8, or not JSON at all).
-    #[error("Not a JSON: {detail}")]
+    /// 400: the body is not a JSON object (or not UTF-8, or not JSON at all). The body
+    /// says only "Not a JSON", as HBNB's did; the parser's complaint is logged at debug.
+    #[error("Not a JSON")]
     NotJson {
         /// The parser's complaint.
         detail: String,
@@ -128,13 +129,15 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseBusy { detail } => {
                 log::warn!(target: "app_tier::error", "status=503 database_busy detail={detail:?}");
             }
+            ApiError::NotJson { detail } => {
+                log::debug!(target: "app_tier::error", "status=400 not_json detail={detail:?}");
+            }
             _ => {}
         }
         let body = match &self {
             ApiError::Invalid { field, message } | ApiError::BrokenReference { field, message } => {
                 json!({ "error": message, "field": field })
             }
-            ApiError::NotJson { detail } => json!({ "error": "Not a JSON", "detail": detail }),
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();

@@ -4,7 +4,8 @@
 //! Middleware, outermost first: access log and metrics (so they see every status,
 //! including the timeout's 503; a 503 that may mean the database went away also has
 //! the pools test their idle connections), then the request timeout, then the
-//! body-size limit.
+//! body-size limit (a declared `Content-Length` over it is refused before the body is
+//! read; a body without one is cut off where it passes the limit).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +65,10 @@ pub fn app(state: AppState) -> Router {
         // After every route: it applies to the routes registered so far. The router
         // still adds `Allow` to what it answers.
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            declared_length,
+        ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -119,6 +124,20 @@ async fn timeout(State(s): State<AppState>, req: Request, next: Next) -> Respons
             ApiError::Timeout.into_response()
         }
     }
+}
+
+/// 413 at once for a body declared longer than `max_body_bytes`, rather than after
+/// reading that much of it (the limit on the body itself only trips once it has).
+async fn declared_length(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(s.max_body_bytes).unwrap_or(u64::MAX)) {
+        return ApiError::TooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 /// Access log line and request metrics, labelled by route template.
