@@ -160,6 +160,14 @@ async fn create(
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     // Validate everything before touching the database: a 400 costs no connection.
+    // A parent id that cannot be one is no parent, as a GET of it says: 404 (the
+    // INSERT would have been refused for its length, not for the missing parent).
+    if parent_id
+        .as_deref()
+        .is_some_and(|id| !model::could_be_id(id))
+    {
+        return Err(ApiError::NotFound);
+    }
     let values = model::parse_body(kind, &body, Mode::Create)?;
     let amenity_ids = if std::ptr::eq(kind, &PLACES) {
         model::id_list(&body, "amenity_ids", 100)?

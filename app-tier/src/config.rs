@@ -25,12 +25,14 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown / mistyped keys.
+    /// The file is not valid TOML, or a key is unknown, missing, or has a value of the
+    /// wrong type or out of range.
     #[error("invalid config file {path}: {message}")]
     Parse {
         /// The file (or `<string>`).
         path: PathBuf,
-        /// The TOML parser's message (it never echoes values of other keys).
+        /// The key (`database.max_connections`) and what it should be, or the line of a
+        /// syntax error; never the value found (see [`describe`]).
         message: String,
     },
     /// An environment variable has a value of the wrong shape.
@@ -63,31 +65,35 @@ impl DbUrl {
     }
 
     /// The URL with its password replaced by `***`: the only form that may be logged.
+    ///
+    /// The userinfo ends at the *last* `@`: a password may hold `/`, `?`, `#` or `@`
+    /// (unencoded, the URL is invalid, and its error message prints this form), so the
+    /// authority cannot be cut at the first `/` before looking for it. An `@` in the
+    /// path or query then only hides more than needed. Without any `@`, a port that is
+    /// not a number is masked too: `mysql://user:password/db` lacks its `@host`, and
+    /// its "port" is the password.
     pub fn redacted(&self) -> String {
         let s = &self.0;
         let Some(scheme_end) = s.find("://").map(|i| i + 3) else {
             return "<not a URL>".into();
         };
-        let rest = &s[scheme_end..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                let masked = if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    user.to_string()
-                };
-                format!(
-                    "{}{}{}",
-                    &s[..scheme_end],
-                    masked,
-                    &rest[at..] // "@host:port/db?..."
-                )
+        let (scheme, rest) = s.split_at(scheme_end);
+        if let Some(at) = rest.rfind('@') {
+            let (userinfo, host) = rest.split_at(at); // host: "@host:port/db?..."
+            return match userinfo.split_once(':') {
+                Some((user, _)) => format!("{scheme}{user}:***{host}"),
+                None => s.clone(),
+            };
+        }
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        // The port follows the last `:` outside an IPv6 literal (`[::1]:3306`).
+        let host_end = authority.rfind(']').unwrap_or(0);
+        match authority[host_end..].rfind(':').map(|i| host_end + i) {
+            Some(colon) if !authority[colon + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{scheme}{}:***{tail}", &authority[..colon])
             }
-            None => s.clone(),
+            _ => s.clone(),
         }
     }
 
@@ -188,6 +194,24 @@ pub struct DatabaseConfig {
     pub idle_timeout_ms: u64,
 }
 
+/// The longest any `_ms` setting may be: a day.
+const MAX_MS: u64 = 24 * 60 * 60 * 1000;
+/// The largest `max_body_bytes`: a body is held in memory whole before it is parsed.
+const MAX_BODY_BYTES: u64 = 1 << 30;
+/// The most connections per pool: MariaDB's own ceiling for `max_connections`.
+const MAX_CONNECTIONS: u64 = 100_000;
+
+/// `value` of `key` is within `min..=max`.
+fn in_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        message: format!("must be from {min} to {max}, not {value}"),
+    })
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8000))
 }
@@ -266,11 +290,13 @@ impl Config {
 
     /// Parses TOML text; `origin` only names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            // `message()` names the key and the expected type, without quoting the
-            // document, so a password elsewhere in the file cannot leak through it.
-            message: e.message().to_string(),
+        // serde_path_to_error tracks the key serde was at when it failed, which toml's
+        // own error does not name (it only has the value's byte span).
+        serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+            ConfigError::Parse {
+                path: origin.to_owned(),
+                message: describe(text, &e.path().to_string(), e.inner()),
+            }
         })
     }
 
@@ -332,22 +358,34 @@ impl Config {
         for url in &self.database.replica_urls {
             url.connect_options("database.replica_urls")?;
         }
-        if self.database.max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                key: "database.max_connections",
-                message: "must be at least 1".into(),
-            });
+        let db = &self.database;
+        // Durations: 0 makes no sense for any but the fail-fast window (0: none), and a
+        // deadline days away is a typo (and could overflow the clock's arithmetic).
+        for (key, value, min) in [
+            ("request_timeout_ms", self.request_timeout_ms, 1),
+            ("shutdown_grace_ms", self.shutdown_grace_ms, 1),
+            ("database.acquire_timeout_ms", db.acquire_timeout_ms, 1),
+            ("database.retry_interval_ms", db.retry_interval_ms, 0),
+            ("database.idle_timeout_ms", db.idle_timeout_ms, 1),
+        ] {
+            in_range(key, value, min, MAX_MS)?;
         }
-        if self.database.min_connections > self.database.max_connections {
+        in_range(
+            "max_body_bytes",
+            u64::try_from(self.max_body_bytes).unwrap_or(u64::MAX),
+            1,
+            MAX_BODY_BYTES,
+        )?;
+        in_range(
+            "database.max_connections",
+            u64::from(db.max_connections),
+            1,
+            MAX_CONNECTIONS,
+        )?;
+        if db.min_connections > db.max_connections {
             return Err(ConfigError::Invalid {
                 key: "database.min_connections",
                 message: "must not exceed database.max_connections".into(),
-            });
-        }
-        if self.request_timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                key: "request_timeout_ms",
-                message: "must be at least 1".into(),
             });
         }
         Ok(())
@@ -356,6 +394,70 @@ impl Config {
     /// `request_timeout_ms` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// What is wrong with a config file, from a parse error at `key` (serde_path_to_error's
+/// path: `database.replica_urls[0]`, or `.` for none): the key and what it should be.
+///
+/// Never the value: serde's type and value errors quote what they met (`invalid type:
+/// string "mysql://hbnb:pw@replica/hbnb", expected a sequence`), and that may be the
+/// password. So only what was expected is kept from those; messages that name keys
+/// only (unknown, missing, duplicate) and toml's syntax errors (which name the tokens
+/// it expected, not the text) pass through; anything else (the message of a type's own
+/// parser, which may quote its input) is replaced.
+fn describe(text: &str, key: &str, err: &toml::de::Error) -> String {
+    let message = err.message();
+    let is_value_error = ["invalid type: ", "invalid value: ", "invalid length "]
+        .iter()
+        .any(|kind| message.starts_with(kind));
+    if is_value_error && let Some((_, expected)) = message.rsplit_once(", expected ") {
+        // The last ", expected ": a quoted value may contain the words too.
+        return format!("{key}: expected {}", expected_in_words(expected));
+    }
+    if ["unknown field", "missing field", "duplicate"]
+        .iter()
+        .any(|kind| message.starts_with(kind))
+    {
+        return if key == "." {
+            message.to_owned()
+        } else {
+            format!("{key}: {message}")
+        };
+    }
+    if key == "." {
+        // TOML syntax: nothing was deserialized yet, so no key; the line instead.
+        let line = err
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        return match line {
+            Some(line) => format!("line {line}: {}", one_line(message)),
+            None => one_line(message),
+        };
+    }
+    match message {
+        // std's `SocketAddr` parser, for `listen`.
+        "invalid socket address syntax" => {
+            format!("{key}: expected {}", expected_in_words("socket address"))
+        }
+        _ => format!("{key}: invalid value"),
+    }
+}
+
+/// toml's "invalid string\nexpected `"`" as one line.
+fn one_line(message: &str) -> String {
+    message.trim_end().replace('\n', ", ")
+}
+
+/// serde's name for an expected type (`u32`, `a sequence`) in the config's words.
+fn expected_in_words(expected: &str) -> String {
+    match expected {
+        "u32" => format!("an integer from 0 to {}", u32::MAX),
+        "u64" | "usize" => "a non-negative integer".into(),
+        "a sequence" => "a list".into(),
+        "socket address" => "an IP address and port, such as \"127.0.0.1:8000\"".into(),
+        s if s.starts_with("struct ") => "a table".into(),
+        s => s.into(),
     }
 }
 
@@ -437,5 +539,196 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    fn parse_err(text: &str) -> String {
+        Config::parse(text, Path::new("app.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    const DB: &str = "[database]\nurl = 'mysql://a@h/d'\n";
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_never_printed() {
+        for (text, key, secret) in [
+            (
+                format!("{DB}replica_urls = \"mysql://hbnb:S3cretPW@replica/hbnb\"\n"),
+                "database.replica_urls: expected a list",
+                "S3cretPW",
+            ),
+            (
+                format!("{DB}password = 31415926\n"),
+                "database.password: expected a string",
+                "31415926",
+            ),
+            (
+                format!("{DB}password = 3.1415926\n"),
+                "database.password: expected a string",
+                "1415926",
+            ),
+            (
+                format!("{DB}password = ['S3cretPW']\n"),
+                "database.password: expected a string",
+                "S3cretPW",
+            ),
+            (
+                format!("{DB}password = {{ pw = 'S3cretPW' }}\n"),
+                "database.password: expected a string",
+                "S3cretPW",
+            ),
+            (
+                format!("{DB}replica_urls = ['mysql://a@r/d', 27182818]\n"),
+                "database.replica_urls[1]: expected a string",
+                "27182818",
+            ),
+            (
+                "[database]\nurl = ['mysql://u:S3cretPW@h/d']\n".into(),
+                "database.url: expected a string",
+                "S3cretPW",
+            ),
+            (
+                format!("{DB}max_connections = 'S3cretPW'\n"),
+                "database.max_connections: expected an integer",
+                "S3cretPW",
+            ),
+            (
+                format!("listen = 'S3cretPW'\n{DB}"),
+                "listen: expected an IP address and port",
+                "S3cretPW",
+            ),
+            (
+                // A password left unquoted is a TOML syntax error: the line, not the text.
+                format!("{DB}password = S3cretPW\n"),
+                "line 3: invalid string, expected",
+                "S3cretPW",
+            ),
+            (
+                format!("{DB}password = \"S3cretPW\n"),
+                "line 3: ",
+                "S3cretPW",
+            ),
+        ] {
+            let err = parse_err(&text);
+            assert!(err.contains(key), "{text:?}: {err}");
+            assert!(!err.contains(secret), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_or_range_names_its_key() {
+        for (text, want) in [
+            (
+                format!("{DB}max_connections = \"ten\"\n"),
+                "database.max_connections: expected an integer from 0 to 4294967295",
+            ),
+            (
+                format!("{DB}max_connections = 5000000000\n"),
+                "database.max_connections: expected an integer from 0 to 4294967295",
+            ),
+            (
+                format!("listen = \"nothost\"\n{DB}"),
+                "listen: expected an IP address and port, such as \"127.0.0.1:8000\"",
+            ),
+            (
+                format!("listen = 8000\n{DB}"),
+                "listen: expected an IP address and port",
+            ),
+            (
+                format!("max_body_bytes = -5\n{DB}"),
+                "max_body_bytes: expected a non-negative integer",
+            ),
+            (
+                format!("request_timeout_ms = 1.5\n{DB}"),
+                "request_timeout_ms: expected a non-negative integer",
+            ),
+            (
+                format!("{DB}acquire_timeout_ms = true\n"),
+                "database.acquire_timeout_ms: expected a non-negative integer",
+            ),
+            ("database = 5\n".into(), "database: expected a table"),
+            ("[database]\n".into(), "database: missing field `url`"),
+            (
+                "listen = '127.0.0.1:1'\n".into(),
+                "missing field `database`",
+            ),
+        ] {
+            let err = parse_err(&text);
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.starts_with("invalid config file app.toml: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn zero_and_absurd_numbers_are_refused_naming_the_key() {
+        type Edit = fn(&mut Config);
+        let cases: [(&str, Edit); 11] = [
+            ("database.acquire_timeout_ms", |c| {
+                c.database.acquire_timeout_ms = 0
+            }),
+            ("database.acquire_timeout_ms", |c| {
+                c.database.acquire_timeout_ms = u64::MAX
+            }),
+            ("request_timeout_ms", |c| c.request_timeout_ms = 0),
+            ("request_timeout_ms", |c| c.request_timeout_ms = MAX_MS + 1),
+            ("shutdown_grace_ms", |c| c.shutdown_grace_ms = 0),
+            ("database.idle_timeout_ms", |c| {
+                c.database.idle_timeout_ms = 0
+            }),
+            ("database.retry_interval_ms", |c| {
+                c.database.retry_interval_ms = u64::MAX
+            }),
+            ("max_body_bytes", |c| c.max_body_bytes = 0),
+            ("max_body_bytes", |c| c.max_body_bytes = usize::MAX),
+            ("database.max_connections", |c| {
+                c.database.max_connections = 0
+            }),
+            ("database.max_connections", |c| {
+                c.database.max_connections = u32::MAX
+            }),
+        ];
+        for (key, edit) in cases {
+            let mut c = Config::new(DbUrl::new("mysql://a@h/d"));
+            c.validate().unwrap();
+            edit(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { key: k, .. } if k == key),
+                "{key}: {err}"
+            );
+        }
+        // No fail-fast window is a choice, not a mistake.
+        let mut c = Config::new(DbUrl::new("mysql://a@h/d"));
+        c.database.retry_interval_ms = 0;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_userinfo_ends_at_the_last_at_sign() {
+        for (url, want) in [
+            ("mysql://u:S3c/ret@localhost/x", "mysql://u:***@localhost/x"),
+            ("mysql://u:S3c@ret@localhost/x", "mysql://u:***@localhost/x"),
+            (
+                "mysql://u:S?3c#ret@localhost:3306/x?socket=/tmp/s",
+                "mysql://u:***@localhost:3306/x?socket=/tmp/s",
+            ),
+            ("mysql://u:S3cret/x", "mysql://u:***/x"),
+            ("mysql://u:S3cret", "mysql://u:***"),
+            (
+                "mysql://u@h/db?socket=/run/x.sock",
+                "mysql://u@h/db?socket=/run/x.sock",
+            ),
+            ("mysql://h:3306/db", "mysql://h:3306/db"),
+            ("mysql://[::1]:3306/db", "mysql://[::1]:3306/db"),
+            ("mysql://[::1]/db", "mysql://[::1]/db"),
+        ] {
+            assert_eq!(DbUrl::new(url).redacted(), want, "{url}");
+        }
+        let c = Config::new(DbUrl::new("mysql://u:S3c/ret@localhost/x"));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("database.url") && !err.contains("S3c"),
+            "{err}"
+        );
     }
 }

@@ -12,12 +12,16 @@
 //! - a replica that cannot hand out a connection is skipped and the read falls back to
 //!   the primary (counted in `app_db_replica_fallbacks_total`).
 //!
-//! Failing fast: each target has a small circuit breaker: after a failed connect (or an
-//! acquire that timed out) it answers "unavailable" at once for `retry_interval_ms`,
-//! instead of letting every request make its own attempt against a dead database, then
-//! lets requests try again. A failure only trips the breaker if nothing succeeded since
-//! that attempt began: an acquire that started during an outage can time out after the
-//! database is back, and its stale verdict must not take a recovered target down again.
+//! Failing fast: each target has a small circuit breaker: after a failed connect (or a
+//! connect or idle connection's ping that got no answer within `acquire_timeout_ms`) it
+//! answers "unavailable" at once for `retry_interval_ms`, instead of letting every
+//! request make its own attempt against a dead database, then lets requests try again.
+//! A failure only trips the breaker if nothing succeeded since that attempt began: an
+//! acquire that started during an outage can time out after the database is back, and
+//! its stale verdict must not take a recovered target down again. A pool that had no
+//! free connection in time ([`AcquireError::Busy`]: every one in use, say waiting on a
+//! row lock) answers that request 503 ("database busy") but trips nothing: the
+//! database is answering, and the next request may well find a free connection.
 //! Recovery needs no restart: the pools discard broken connections and test the rest
 //! (see [`crate::pool`]), and open new ones.
 
@@ -30,14 +34,15 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use crate::config::{ConfigError, DatabaseConfig};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, PoolSample};
-use crate::pool::{Conn, Pool, PoolConfig, Tx};
+use crate::pool::{AcquireError, Conn, Pool, PoolConfig, Tx};
 
 /// One database server: its pools and its breaker.
 pub struct Target {
     name: String,
     /// The request path's connections.
     conns: Pool,
-    /// For migrations, seeding and tests: connects only when used.
+    /// For migrations, seeding, tests, and `/readyz` while `conns` is full: connects
+    /// only when used.
     pool: MySqlPool,
     breaker: Breaker,
 }
@@ -133,8 +138,9 @@ impl Target {
                 ping_every_acquire: replica,
             },
         );
-        // Idle for a minute at most: it serves the start-up schema check and tools,
-        // and should not hold a connection for the life of the server.
+        // Idle for a minute at most: it serves the start-up schema check, tools and
+        // `/readyz` while `conns` is full, and should not hold a connection for the
+        // life of the server.
         let pool = MySqlPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout())
@@ -245,30 +251,43 @@ impl Db {
                 detail: format!("{} marked down after a recent failure", target.name),
             });
         }
-        match target.conns.acquire().await {
+        let err = match target.conns.acquire().await {
             Ok(conn) => {
                 target.breaker.record_ok(self.now_ms());
                 self.metrics.observe_acquire(&target.name);
-                Ok(conn)
+                return Ok(conn);
             }
-            Err(e) => {
-                let err = ApiError::from(e);
-                if err.is_unavailable() {
-                    let retry = u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX);
-                    target.breaker.record_failure(started, self.now_ms(), retry);
-                }
-                Err(err)
+            Err(e @ AcquireError::Busy { .. }) => {
+                return Err(ApiError::DatabaseBusy {
+                    detail: format!("{}: {e}", target.name),
+                });
             }
+            Err(AcquireError::Closed) => {
+                return Err(ApiError::DatabaseUnavailable {
+                    detail: format!("{}: {}", target.name, AcquireError::Closed),
+                });
+            }
+            // Refused, reset, or the server said it cannot take us (too many
+            // connections, shutting down): unavailable. A refused login is a 500.
+            Err(AcquireError::Connect(e)) => ApiError::from(e),
+            Err(e @ AcquireError::NoAnswer { .. }) => ApiError::DatabaseUnavailable {
+                detail: format!("{}: {e}", target.name),
+            },
+        };
+        if err.is_unavailable() {
+            let retry = u64::try_from(self.retry_interval.as_millis()).unwrap_or(u64::MAX);
+            target.breaker.record_failure(started, self.now_ms(), retry);
         }
+        Err(err)
     }
 
-    /// A primary connection; counts the refusal when the primary is down.
+    /// A primary connection; counts the refusal when the primary is down or full.
     async fn acquire_primary(&self) -> Result<Conn, ApiError> {
         let result = self.acquire_from(&self.primary).await;
-        if let Err(e) = &result
-            && e.is_unavailable()
-        {
-            self.metrics.observe_db_unavailable();
+        match &result {
+            Err(ApiError::DatabaseUnavailable { .. }) => self.metrics.observe_db_unavailable(),
+            Err(ApiError::DatabaseBusy { .. }) => self.metrics.observe_db_busy(),
+            _ => {}
         }
         result
     }
@@ -292,10 +311,28 @@ impl Db {
         self.acquire_primary().await
     }
 
-    /// Pings the primary (for `/readyz`).
+    /// Pings the primary (for `/readyz`). When every request connection is busy, the
+    /// ping goes over the side pool's connection instead: a full pool means this server
+    /// is busy, not that the primary is down, and a readiness check that waited for a
+    /// request connection would fail (and take the server out of its load balancer)
+    /// exactly when it is busiest.
     pub async fn ping_primary(&self) -> Result<(), ApiError> {
-        let mut conn = self.acquire_primary().await?;
-        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        let t = &self.primary;
+        if !t.conns.is_full() {
+            match self.acquire_primary().await {
+                Ok(mut conn) => {
+                    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+                    return Ok(());
+                }
+                Err(ApiError::DatabaseBusy { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        } else if !t.breaker.allows(self.now_ms()) {
+            return Err(ApiError::DatabaseUnavailable {
+                detail: format!("{} marked down after a recent failure", t.name),
+            });
+        }
+        sqlx::query("SELECT 1").execute(&t.pool).await?;
         Ok(())
     }
 }
@@ -334,7 +371,36 @@ impl DbSession {
 
 #[cfg(test)]
 mod tests {
-    use super::Breaker;
+    use super::*;
+    use crate::config::DbUrl;
+
+    #[tokio::test]
+    async fn a_full_pool_answers_busy_and_trips_nothing() {
+        // Nothing listens on port 1: a connect, once tried, is refused.
+        let mut config = DatabaseConfig::new(DbUrl::new("mysql://u@127.0.0.1:1/x"));
+        config.max_connections = 1;
+        config.acquire_timeout_ms = 50;
+        config.retry_interval_ms = 60_000;
+        let metrics = Arc::new(Metrics::default());
+        let db = Db::connect_lazy(&config, Arc::clone(&metrics)).unwrap();
+        let held = db.primary.conns.hold_every_slot();
+        for _ in 0..3 {
+            let err = db.acquire_primary().await.err().unwrap();
+            assert!(matches!(err, ApiError::DatabaseBusy { .. }), "{err:?}");
+            assert!(db.primary.breaker.allows(db.now_ms()), "tripped by {err:?}");
+        }
+        drop(held);
+        // A real connect failure still trips it.
+        let err = db.acquire_primary().await.err().unwrap();
+        assert!(
+            matches!(err, ApiError::DatabaseUnavailable { .. }),
+            "{err:?}"
+        );
+        assert!(!db.primary.breaker.allows(db.now_ms()));
+        let text = metrics.render(&[]);
+        assert!(text.contains("app_db_busy_total 3"), "{text}");
+        assert!(text.contains("app_db_unavailable_total 1"), "{text}");
+    }
 
     #[test]
     fn a_failure_trips_the_breaker_for_the_retry_interval() {

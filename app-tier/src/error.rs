@@ -22,8 +22,9 @@ pub enum ApiError {
         /// What is wrong with it, for the client.
         message: String,
     },
-    /// 400: the body is not a JSON object (or not UTF-8, or not JSON at all).
-    #[error("Not a JSON: {detail}")]
+    /// 400: the body is not a JSON object (or not UTF-8, or not JSON at all). The body
+    /// says only "Not a JSON", as HBNB's did; the parser's complaint is logged at debug.
+    #[error("Not a JSON")]
     NotJson {
         /// The parser's complaint.
         detail: String,
@@ -37,6 +38,9 @@ pub enum ApiError {
     /// 404: no such resource (an unknown id in the path, or an unknown route).
     #[error("Not found")]
     NotFound,
+    /// 405: the route exists but not with this method (the router adds `Allow`).
+    #[error("Method not allowed")]
+    MethodNotAllowed,
     /// 409: the request would create a duplicate (a unique key already taken).
     #[error("{message}")]
     Conflict {
@@ -58,6 +62,13 @@ pub enum ApiError {
     #[error("database unavailable")]
     DatabaseUnavailable {
         /// The driver's error, logged but never sent to the client.
+        detail: String,
+    },
+    /// 503: every connection of the pool stayed in use for `acquire_timeout_ms`. The
+    /// database answers; this server has more requests than connections for it.
+    #[error("database busy")]
+    DatabaseBusy {
+        /// Which pool, for the log.
         detail: String,
     },
     /// 503: the request ran past `request_timeout_ms` (Gunicorn's worker timeout).
@@ -87,12 +98,13 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::BrokenReference { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::DatabaseUnavailable { .. } | ApiError::Timeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::DatabaseUnavailable { .. }
+            | ApiError::DatabaseBusy { .. }
+            | ApiError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,16 +126,29 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseUnavailable { detail } => {
                 log::warn!(target: "app_tier::error", "status=503 database_unavailable detail={detail:?}");
             }
+            ApiError::DatabaseBusy { detail } => {
+                log::warn!(target: "app_tier::error", "status=503 database_busy detail={detail:?}");
+            }
+            ApiError::NotJson { detail } => {
+                log::debug!(target: "app_tier::error", "status=400 not_json detail={detail:?}");
+            }
             _ => {}
         }
         let body = match &self {
             ApiError::Invalid { field, message } | ApiError::BrokenReference { field, message } => {
                 json!({ "error": message, "field": field })
             }
-            ApiError::NotJson { detail } => json!({ "error": "Not a JSON", "detail": detail }),
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(
+            self,
+            ApiError::DatabaseUnavailable { .. } | ApiError::Timeout
+        ) {
+            // The database may have gone away under this request (see `server::observe`);
+            // a full pool says nothing about that.
+            response.extensions_mut().insert(DatabaseTrouble);
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             // Tells the load balancer and clients this is transient.
             response.headers_mut().insert(
@@ -134,6 +159,11 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Marks a response whose error may mean the database went away (unreachable, or a
+/// request cut off by the timeout), so the pools test their idle connections.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseTrouble;
 
 /// MariaDB error numbers that mean "the server went away or is refusing work for now",
 /// as opposed to "your statement is wrong". Sources: MariaDB error code reference.
@@ -181,8 +211,14 @@ impl From<sqlx::Error> for ApiError {
                     Some(1217 | 1451) => ApiError::Conflict {
                         message: "still referenced by other rows".into(),
                     },
-                    // ER_DATA_TOO_LONG / out of range: validation should have caught it.
-                    Some(1406 | 1264) => ApiError::invalid("body", db.message().to_string()),
+                    // ER_DATA_TOO_LONG / ER_WARN_DATA_OUT_OF_RANGE: validation should
+                    // have caught it, so the value came from the client; still a 400.
+                    // MariaDB's message names a column, which may not be the client's
+                    // field (a parent id from the path): it goes to the log only.
+                    Some(1406 | 1264) => {
+                        log::warn!(target: "app_tier::error", "status=400 value refused by the database, validation missed it: {}", db.message());
+                        ApiError::invalid("body", "a value does not fit its column")
+                    }
                     Some(n) if UNAVAILABLE_CODES.contains(&n) => ApiError::DatabaseUnavailable {
                         detail: err.to_string(),
                     },

@@ -2,14 +2,17 @@
 //!
 //! A dozen series do not justify a metrics framework: a mutex-guarded map per family is
 //! plenty at this request rate and keeps the dependency list short. Route labels are the
-//! axum route *template* (`/api/v1/states/{state_id}`), never the raw path, so a client
-//! cannot blow up cardinality by requesting random ids.
+//! axum route *template* (`/api/v1/states/{state_id}`), never the raw path, and method
+//! labels are the standard methods or `OTHER` (any token is a valid method), so a
+//! client cannot blow up cardinality by requesting random ids or inventing methods.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use axum::http::Method;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
@@ -44,13 +47,30 @@ pub struct Metrics {
     db_acquires: Mutex<BTreeMap<String, u64>>,
     replica_fallbacks: AtomicU64,
     db_unavailable: AtomicU64,
+    db_busy: AtomicU64,
     timeouts: AtomicU64,
+}
+
+/// The `method` label: the method's name if it is one clients of an API send (GET,
+/// HEAD, POST, PUT, DELETE, PATCH, OPTIONS), else `OTHER` (TRACE, CONNECT, WebDAV's,
+/// invented ones: any token is a method, and each would be a series forever).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 impl Metrics {
     /// Counts one finished request.
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let key = (method.to_string(), route.to_string(), status);
+    pub fn observe_request(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let key = (method_label(method).to_string(), route.to_string(), status);
         *lock(&self.requests).entry(key).or_default() += 1;
         let secs = elapsed.as_secs_f64();
         let mut latency = lock(&self.latency);
@@ -89,6 +109,11 @@ impl Metrics {
     /// Counts a request refused because the primary was unreachable.
     pub fn observe_db_unavailable(&self) {
         self.db_unavailable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused because every connection to the primary stayed busy.
+    pub fn observe_db_busy(&self) {
+        self.db_busy.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request cut off by the request timeout.
@@ -186,6 +211,11 @@ impl Metrics {
                 &self.db_unavailable,
             ),
             (
+                "app_db_busy_total",
+                "Requests answered 503 because every connection to the primary stayed in use for acquire_timeout_ms.",
+                &self.db_busy,
+            ),
+            (
                 "app_http_request_timeouts_total",
                 "Requests answered 503 because they ran past request_timeout_ms.",
                 &self.timeouts,
@@ -222,8 +252,13 @@ mod tests {
     #[test]
     fn renders_counters_and_histogram() {
         let m = Metrics::default();
-        m.observe_request("GET", "/api/v1/states", 200, Duration::from_millis(3));
-        m.observe_request("GET", "/api/v1/states", 200, Duration::from_secs(20));
+        m.observe_request(
+            &Method::GET,
+            "/api/v1/states",
+            200,
+            Duration::from_millis(3),
+        );
+        m.observe_request(&Method::GET, "/api/v1/states", 200, Duration::from_secs(20));
         m.observe_acquire("replica0");
         let text = m.render(&[PoolSample {
             target: "primary".into(),
@@ -242,6 +277,28 @@ mod tests {
         ));
         assert!(text.contains("app_db_pool_connections{target=\"primary\",state=\"in_use\"} 2"));
         assert!(text.contains("app_db_acquires_total{target=\"replica0\"} 1"));
+    }
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let m = Metrics::default();
+        for token in ["FOO", "BAR", "get", "PROPFIND", "TRACE", "CONNECT"] {
+            let method = Method::from_bytes(token.as_bytes()).unwrap();
+            m.observe_request(&method, "/api/v1/states", 405, Duration::ZERO);
+        }
+        m.observe_request(&Method::PATCH, "/api/v1/states", 405, Duration::ZERO);
+        let text = m.render(&[]);
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("app_http_requests_total{"))
+            .collect();
+        assert_eq!(
+            series,
+            [
+                "app_http_requests_total{method=\"OTHER\",route=\"/api/v1/states\",status=\"405\"} 6",
+                "app_http_requests_total{method=\"PATCH\",route=\"/api/v1/states\",status=\"405\"} 1",
+            ]
+        );
     }
 
     #[test]

@@ -15,10 +15,14 @@ use crate::error::ApiError;
 /// The type and limits of one field.
 #[derive(Debug, Clone, Copy)]
 pub enum Ty {
-    /// A string of 1..=`max` characters after trimming (`max` matches the VARCHAR).
+    /// A string of 1..=`max` characters after trimming (`max` matches the VARCHAR),
+    /// without control characters (a NUL or an escape sequence in a name is stored and
+    /// printed into every page and terminal that shows it).
     Str {
         /// Longest allowed, in characters (MariaDB counts characters, not bytes).
         max: usize,
+        /// Free text: tabs and line breaks are allowed (other control characters not).
+        lines: bool,
     },
     /// A plausible e-mail address (`x@y`), at most 128 characters.
     Email,
@@ -113,8 +117,24 @@ const fn reference(name: &'static str, table: &'static str) -> Field {
     f
 }
 
-const NAME: Ty = Ty::Str { max: 128 };
-const LONG_TEXT: Ty = Ty::Str { max: 4096 };
+/// The longest id, in characters: the `VARCHAR(36)` of every id column (a UUID).
+pub const ID_MAX_CHARS: usize = 36;
+
+/// Whether `id` fits an id column, so that looking it up or storing it as a reference
+/// is meaningful (a longer one names no row, and an INSERT would refuse it as too
+/// long, error 1406, before any foreign key is checked).
+pub fn could_be_id(id: &str) -> bool {
+    id.chars().count() <= ID_MAX_CHARS
+}
+
+const NAME: Ty = Ty::Str {
+    max: 128,
+    lines: false,
+};
+const LONG_TEXT: Ty = Ty::Str {
+    max: 4096,
+    lines: true,
+};
 /// Generous but bounded: keeps `INT` columns far from overflow.
 const COUNT: Ty = Ty::Int {
     min: 0,
@@ -268,10 +288,10 @@ fn parse_value(f: &Field, v: &Value) -> Result<Val, ApiError> {
         };
     }
     match f.ty {
-        Ty::Str { max } => Ok(Val::Str(text(v, max).map_err(bad)?)),
-        Ty::Id => Ok(Val::Str(text(v, 36).map_err(bad)?)),
+        Ty::Str { max, lines } => Ok(Val::Str(text(v, max, lines).map_err(bad)?)),
+        Ty::Id => Ok(Val::Str(text(v, ID_MAX_CHARS, false).map_err(bad)?)),
         Ty::Email => {
-            let s = text(v, 128).map_err(bad)?;
+            let s = text(v, 128, false).map_err(bad)?;
             let ok = s.split_once('@').is_some_and(|(user, host)| {
                 !user.is_empty() && !host.is_empty() && !host.contains('@')
             }) && !s.chars().any(char::is_whitespace);
@@ -306,8 +326,9 @@ fn parse_value(f: &Field, v: &Value) -> Result<Val, ApiError> {
     }
 }
 
-/// A trimmed, non-empty string of at most `max` characters.
-fn text(v: &Value, max: usize) -> Result<String, String> {
+/// A trimmed, non-empty string of at most `max` characters, without control
+/// characters (but for tabs and line breaks when `lines`).
+fn text(v: &Value, max: usize, lines: bool) -> Result<String, String> {
     let s = v
         .as_str()
         .ok_or_else(|| "must be a string".to_string())?
@@ -317,6 +338,18 @@ fn text(v: &Value, max: usize) -> Result<String, String> {
     }
     if s.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
+    }
+    let allowed = |c: char| lines && matches!(c, '\t' | '\n' | '\r');
+    if let Some(c) = s.chars().find(|c| c.is_control() && !allowed(*c)) {
+        let but = if lines {
+            " other than tabs and line breaks"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "must not contain control characters{but} (found U+{:04X})",
+            u32::from(c)
+        ));
     }
     Ok(s.to_string())
 }
@@ -418,6 +451,66 @@ mod tests {
                 "{k}={v}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_line_breaks_in_free_text() {
+        for (kind, body, field) in [
+            (&STATES, json!({"name": "A\u{0}B"}), "name"),
+            (&STATES, json!({"name": "A\u{1b}[31mB"}), "name"),
+            (&STATES, json!({"name": "A\nB"}), "name"),
+            (&STATES, json!({"name": "A\u{7f}B"}), "name"),
+            (&STATES, json!({"name": "A\u{85}B"}), "name"),
+            (
+                &USERS,
+                json!({"email": "a\u{0}@b", "password": "p"}),
+                "email",
+            ),
+            (
+                &USERS,
+                json!({"email": "a@b", "password": "p", "last_name": "\u{8}x"}),
+                "last_name",
+            ),
+            (
+                &PLACES,
+                json!({"user_id": "u", "name": "n", "description": "a\u{0}b"}),
+                "description",
+            ),
+            (
+                &PLACES,
+                json!({"user_id": "u\u{0}", "name": "n"}),
+                "user_id",
+            ),
+            (
+                &REVIEWS,
+                json!({"user_id": "u", "text": "bell\u{7}"}),
+                "text",
+            ),
+        ] {
+            let err = parse_body(kind, &obj(body.clone()), Mode::Create).unwrap_err();
+            assert!(
+                matches!(err, ApiError::Invalid { field: ref f, ref message } if f == field && message.contains("control characters")),
+                "{body}: {err:?}"
+            );
+        }
+        let got = parse_body(
+            &REVIEWS,
+            &obj(json!({"user_id": "u", "text": "Line one,\r\n\tline two.\nÉté 😀"})),
+            Mode::Create,
+        )
+        .unwrap();
+        assert_eq!(
+            got[1].1,
+            Val::Str("Line one,\r\n\tline two.\nÉté 😀".into())
+        );
+    }
+
+    #[test]
+    fn ids_longer_than_the_column_are_no_ids() {
+        assert!(could_be_id("00000000-0000-4000-8000-000000000002"));
+        assert!(could_be_id(&"é".repeat(36)), "characters, not bytes");
+        assert!(!could_be_id(&"a".repeat(37)));
+        assert!(!could_be_id(&"é".repeat(37)));
     }
 
     #[test]

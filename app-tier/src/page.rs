@@ -185,7 +185,10 @@ fn render(
     h
 }
 
-/// Escapes text for HTML element content and double-quoted attributes.
+/// Escapes text for HTML element content and double-quoted attributes. Control
+/// characters other than tab and line breaks, which HTML does not allow in a document
+/// (a NUL is a parse error), become U+FFFD: the API refuses them in new text, but rows
+/// written before that, or by hand, may hold them.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -195,6 +198,8 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c.is_control() => out.push(char::REPLACEMENT_CHARACTER),
             c => out.push(c),
         }
     }
@@ -212,6 +217,12 @@ mod tests {
             esc("<a href=\"x\">'&"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
         );
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_page() {
+        assert_eq!(esc("a\u{0}b\u{1b}c\u{85}d"), "a\u{fffd}b\u{fffd}c\u{fffd}d");
+        assert_eq!(esc("line\r\n\tnext"), "line\r\n\tnext");
     }
 
     #[test]

@@ -31,7 +31,8 @@
 //! - Connections idle longer than `idle_timeout_ms` are closed, down to
 //!   `min_connections`.
 //! - A connect that fails is not retried here: the caller's circuit breaker
-//!   ([`crate::db`]) decides when to try again.
+//!   ([`crate::db`]) decides when to try again. An acquire that found every connection
+//!   in use tells the caller so ([`AcquireError::Busy`]): that trips no breaker.
 
 use std::cell::Cell;
 use std::pin::Pin;
@@ -53,6 +54,34 @@ pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// How long the background clean-up of a returned connection (drain, ROLLBACK, ping)
 /// may take before the connection is given up.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why [`Pool::acquire`] gave no connection. Only [`AcquireError::Connect`] and
+/// [`AcquireError::NoAnswer`] say anything about the database; [`AcquireError::Busy`]
+/// says this server has more requests than connections.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    /// Every connection stayed in use (or came free too late to be tested or opened in
+    /// time) for `acquire_timeout`: the pool is full, the database may be fine.
+    #[error("no connection came free within {timeout:?}: all in use")]
+    Busy {
+        /// The pool's `acquire_timeout`.
+        timeout: std::time::Duration,
+    },
+    /// Connecting failed: refused, reset, the handshake or the login refused.
+    #[error("connecting failed: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A connect or an idle connection's ping got no answer within the timeout.
+    #[error("no answer within {timeout:?} while {doing}")]
+    NoAnswer {
+        /// `connecting` or `pinging an idle connection`.
+        doing: &'static str,
+        /// The pool's `acquire_timeout`.
+        timeout: std::time::Duration,
+    },
+    /// The pool is closed (the server is shutting down).
+    #[error("the pool is closed")]
+    Closed,
+}
 
 /// Sizes and timeouts of one pool.
 #[derive(Debug, Clone)]
@@ -131,19 +160,31 @@ impl Pool {
     }
 
     /// A connection: an idle one (pinged first if it may be stale), else a new one.
-    /// Fails with `PoolTimedOut` after `acquire_timeout`, or with the connect error.
-    pub async fn acquire(&self) -> Result<Conn, sqlx::Error> {
+    /// Gives up after `acquire_timeout`; see [`AcquireError`] for how.
+    pub async fn acquire(&self) -> Result<Conn, AcquireError> {
         let s = &self.shared;
-        let deadline = tokio::time::Instant::now() + s.config.acquire_timeout;
+        let timeout = s.config.acquire_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         if s.closed.load(Ordering::Acquire) {
-            return Err(sqlx::Error::PoolClosed);
+            return Err(AcquireError::Closed);
         }
         let permit =
             match tokio::time::timeout_at(deadline, s.permits.clone().acquire_owned()).await {
                 Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(sqlx::Error::PoolClosed),
-                Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                Ok(Err(_)) => return Err(AcquireError::Closed),
+                Err(_) => return Err(AcquireError::Busy { timeout }),
             };
+        // What the deadline cut short was the database's to answer only if the wait
+        // for a free slot left it a fair share of the time: under a full pool a slot
+        // can come free a moment before the deadline.
+        let fair = deadline.saturating_duration_since(tokio::time::Instant::now()) >= timeout / 2;
+        let cut_short = |doing: &'static str| {
+            if !fair {
+                return AcquireError::Busy { timeout };
+            }
+            s.suspect_idle();
+            AcquireError::NoAnswer { doing, timeout }
+        };
         while let Some(mut idle) = s.pop_idle() {
             if !s.needs_ping(idle.since, idle.handed_out) {
                 return Ok(self.hand_out(idle.conn, permit));
@@ -159,10 +200,7 @@ impl Pool {
                     log::info!(target: "app_tier::pool", "idle connection failed its ping, closing it: {e}");
                     s.suspect_idle();
                 }
-                Err(_) => {
-                    s.suspect_idle();
-                    return Err(sqlx::Error::PoolTimedOut);
-                }
+                Err(_) => return Err(cut_short("pinging an idle connection")),
             }
         }
         s.size.fetch_add(1, Ordering::AcqRel);
@@ -174,12 +212,9 @@ impl Pool {
             }
             Ok(Err(e)) => {
                 s.suspect_idle();
-                Err(e)
+                Err(AcquireError::Connect(e))
             }
-            Err(_) => {
-                s.suspect_idle();
-                Err(sqlx::Error::PoolTimedOut)
-            }
+            Err(_) => Err(cut_short("connecting")),
         }
     }
 
@@ -214,6 +249,21 @@ impl Pool {
     /// The configured ceiling.
     pub fn max_connections(&self) -> u32 {
         self.shared.config.max_connections
+    }
+
+    /// Whether every slot is taken right now (connections in use, being opened or
+    /// cleaned up): an acquire would have to wait.
+    pub fn is_full(&self) -> bool {
+        self.shared.permits.available_permits() == 0
+    }
+
+    /// Takes every slot, as requests holding all the connections would (tests).
+    #[cfg(test)]
+    pub(crate) fn hold_every_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        let n = self.shared.config.max_connections;
+        Arc::clone(&self.shared.permits)
+            .try_acquire_many_owned(n)
+            .expect("every slot free")
     }
 
     /// Refuses new acquires, waits until every connection in use has come back, and
@@ -518,7 +568,10 @@ mod tests {
         let p = pool();
         for _ in 0..3 {
             let err = p.acquire().await.err().expect("nothing listens on port 1");
-            assert!(matches!(err, sqlx::Error::Io(_)), "{err:?}");
+            assert!(
+                matches!(err, AcquireError::Connect(sqlx::Error::Io(_))),
+                "{err:?}"
+            );
         }
         assert_eq!(p.size(), 0);
         assert_eq!(p.shared.permits.available_permits(), 2);
@@ -528,6 +581,22 @@ mod tests {
     async fn a_closed_pool_refuses() {
         let p = pool();
         p.close().await;
-        assert!(matches!(p.acquire().await, Err(sqlx::Error::PoolClosed)));
+        assert!(matches!(p.acquire().await, Err(AcquireError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_full_pool_is_busy_not_unreachable() {
+        let p = pool();
+        let held = p.hold_every_slot();
+        let started = Instant::now();
+        let err = p.acquire().await.err().expect("no slot is free");
+        assert!(matches!(err, AcquireError::Busy { .. }), "{err:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "waited its timeout"
+        );
+        drop(held);
+        // A slot free again: the refused connect is what it reports now.
+        assert!(matches!(p.acquire().await, Err(AcquireError::Connect(_))));
     }
 }

@@ -2,8 +2,10 @@
 //! a listener until a shutdown future resolves and then lets in-flight requests finish.
 //!
 //! Middleware, outermost first: access log and metrics (so they see every status,
-//! including the timeout's 503; a 503 also has the pools test their idle connections),
-//! then the request timeout, then the body-size limit.
+//! including the timeout's 503; a 503 that may mean the database went away also has
+//! the pools test their idle connections), then the request timeout, then the
+//! body-size limit (a declared `Content-Length` over it is refused before the body is
+//! read; a body without one is cut off where it passes the limit).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, ConfigError};
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::error::{ApiError, DatabaseTrouble};
 use crate::metrics::Metrics;
 
 /// What every handler can reach. Cheap to clone.
@@ -60,6 +62,13 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
+        // After every route: it applies to the routes registered so far. The router
+        // still adds `Allow` to what it answers.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            declared_length,
+        ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -117,6 +126,20 @@ async fn timeout(State(s): State<AppState>, req: Request, next: Next) -> Respons
     }
 }
 
+/// 413 at once for a body declared longer than `max_body_bytes`, rather than after
+/// reading that much of it (the limit on the body itself only trips once it has).
+async fn declared_length(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > u64::try_from(s.max_body_bytes).unwrap_or(u64::MAX)) {
+        return ApiError::TooLarge.into_response();
+    }
+    next.run(req).await
+}
+
 /// Access log line and request metrics, labelled by route template.
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -131,7 +154,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     let elapsed = start.elapsed();
     let status = response.status();
     s.metrics
-        .observe_request(method.as_str(), &route, status.as_u16(), elapsed);
+        .observe_request(&method, &route, status.as_u16(), elapsed);
     // logfmt: one line per request, greppable and parseable.
     log::info!(
         target: "app_tier::access",
@@ -139,7 +162,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         status.as_u16(),
         elapsed.as_secs_f64() * 1000.0
     );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if response.extensions().get::<DatabaseTrouble>().is_some() {
         // The handler's connection is back in its pool by now; if the database went
         // away, it and its idle siblings must be tested before anyone uses them.
         s.db.suspect_idle_connections();

@@ -1,10 +1,14 @@
 //! A table of bad requests: each must get the expected 4xx (naming the field where
 //! there is one) and leave the database exactly as it was.
 
+use std::time::Duration;
+
+use app_tier::testing::MariaDb;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::shared_app;
+use crate::common::{app_on, http, serve_on_socket, shared_app};
 
 struct Case {
     what: &'static str,
@@ -314,6 +318,98 @@ async fn bad_inputs_are_4xx_and_change_nothing() {
             place_body(json!({})),
             404,
         ),
+        // Ids longer than an id column (36 characters) name no parent: 404 as a GET
+        // says, never MariaDB's "Data too long for column" blamed on the body.
+        json_case(
+            "state id too long for a city's parent",
+            "POST",
+            format!("/api/v1/states/{}/cities", "s".repeat(40)),
+            json!({"name": "N"}),
+            404,
+        ),
+        json_case(
+            "city id too long for a place's parent",
+            "POST",
+            format!("/api/v1/cities/{}/places", "c".repeat(40)),
+            place_body(json!({})),
+            404,
+        ),
+        json_case(
+            "place id too long for a review's parent",
+            "POST",
+            format!("/api/v1/places/{}/reviews", "p".repeat(40)),
+            json!({"user_id": user, "text": "t"}),
+            404,
+        ),
+        json_case(
+            "parent id of 37 two-byte characters",
+            "POST",
+            format!("/api/v1/states/{}/cities", "%C3%A9".repeat(37)),
+            json!({"name": "N"}),
+            404,
+        ),
+        json_case(
+            "parent id of 36 two-byte characters (fits, names nothing)",
+            "POST",
+            format!("/api/v1/states/{}/cities", "%C3%A9".repeat(36)),
+            json!({"name": "N"}),
+            404,
+        ),
+        json_case(
+            "parent id too long, and a bad body",
+            "POST",
+            format!("/api/v1/states/{}/cities", "s".repeat(40)),
+            json!({"name": 5}),
+            404,
+        ),
+        json_case(
+            "NUL in a name",
+            "POST",
+            "/api/v1/states",
+            json!({"name": "Kan\u{0}sas"}),
+            400,
+        )
+        .field("name"),
+        json_case(
+            "escape sequence in a city name",
+            "POST",
+            format!("/api/v1/states/{st}/cities"),
+            json!({"name": "\u{1b}[2JWichita"}),
+            400,
+        )
+        .field("name"),
+        json_case(
+            "line break in an amenity name",
+            "POST",
+            "/api/v1/amenities",
+            json!({"name": "Hot\ntub"}),
+            400,
+        )
+        .field("name"),
+        json_case(
+            "NUL in a last name",
+            "PUT",
+            format!("/api/v1/users/{user}"),
+            json!({"last_name": "Doe\u{0}"}),
+            400,
+        )
+        .field("last_name"),
+        json_case(
+            "NUL in a description",
+            "POST",
+            &places,
+            place_body(json!({"description": "Quiet\u{0}"})),
+            400,
+        )
+        .field("description"),
+        json_case(
+            "bell in a review",
+            "PUT",
+            format!("/api/v1/reviews/{review}"),
+            json!({"text": "Ok\u{7}"}),
+            400,
+        )
+        .field("text"),
         json_case(
             "review without text",
             "POST",
@@ -532,6 +628,16 @@ async fn bad_inputs_are_4xx_and_change_nothing() {
                 r.text()
             ));
         }
+        // The documented shape: `error`, and `field` when one field is to blame.
+        if let Some(extra) = body
+            .as_object()
+            .and_then(|o| o.keys().find(|k| !["error", "field"].contains(&k.as_str())))
+        {
+            failures.push(format!("{}: undocumented key {extra:?} in {body}", c.what));
+        }
+        if body["error"].as_str().is_some_and(|e| e.contains("column")) {
+            failures.push(format!("{}: a database message in {body}", c.what));
+        }
         if let Some(f) = c.field
             && body["field"] != f
         {
@@ -548,4 +654,50 @@ async fn bad_inputs_are_4xx_and_change_nothing() {
         cases.len(),
         failures.join("\n")
     );
+}
+
+#[tokio::test]
+async fn a_body_declared_over_the_limit_is_refused_before_it_arrives() {
+    let app = app_on(MariaDb::shared(), |c, _| c.max_body_bytes = 1024).await;
+    let (addr, stop, task) = serve_on_socket(app.state.clone()).await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The head alone: a server that reads the body before refusing it waits for bytes
+    // that never come (until the request timeout, 30 s, answers 503).
+    conn.write_all(
+        b"POST /api/v1/states HTTP/1.1\r\nHost: app\r\nContent-Type: application/json\r\n\
+          Content-Length: 1025\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&answer).contains("too large") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without an answer");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(refused.is_ok(), "no answer before the body: {answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(
+        answer.ends_with("{\"error\":\"request body too large\"}"),
+        "{answer}"
+    );
+    drop(conn);
+    // At the limit a body is read and judged as usual: this one's name is too long.
+    let body = format!("{{\"name\": \"{}\"}}", "x".repeat(1024 - 12));
+    assert_eq!(body.len(), 1024);
+    let (status, text) = http(addr, "POST", "/api/v1/states", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{text}");
+    let (status, _) = http(addr, "POST", "/api/v1/states", Some(&format!("{body} ")))
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }

@@ -127,3 +127,56 @@ async fn binary_migrates_seeds_serves_and_drains_on_sigterm() {
     );
     assert!(!log.contains(APP_PASSWORD), "password leaked into the log");
 }
+
+#[test]
+fn a_config_error_names_its_key_and_never_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    const DB: &str = "[database]\nurl = 'mysql://hbnb@127.0.0.1/hbnb'\n";
+    for (text, want) in [
+        (
+            format!("{DB}replica_urls = \"mysql://hbnb:S3cretPW@replica/hbnb\"\n"),
+            "database.replica_urls: expected a list",
+        ),
+        (
+            format!("{DB}password = 31415926\n"),
+            "database.password: expected a string",
+        ),
+        (
+            "[database]\nurl = 'mysql://hbnb:S3c/retPW@localhost/hbnb'\n".to_owned(),
+            "config key database.url: not a valid mysql:// URL (mysql://hbnb:***@localhost/hbnb)",
+        ),
+        (
+            format!("{DB}max_connections = \"ten\"\n"),
+            "database.max_connections: expected an integer",
+        ),
+        (
+            format!("listen = \"nothost\"\n{DB}"),
+            "listen: expected an IP address and port",
+        ),
+        (
+            format!("max_body_bytes = -5\n{DB}"),
+            "max_body_bytes: expected a non-negative integer",
+        ),
+        (
+            format!("{DB}acquire_timeout_ms = 0\n"),
+            "config key database.acquire_timeout_ms: must be from 1 to",
+        ),
+    ] {
+        std::fs::write(&config, &text).unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}");
+        assert!(stderr.contains(want), "{text}\n{stderr}");
+        for secret in ["S3cretPW", "31415926", "S3c/", "retPW"] {
+            assert!(!stderr.contains(secret), "{secret} printed:\n{stderr}");
+        }
+    }
+}

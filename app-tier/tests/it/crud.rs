@@ -161,6 +161,102 @@ async fn duplicates_are_409() {
     );
 }
 
+/// Migration 0005: names that differ only in characters outside the BMP (which
+/// utf8mb4_unicode_ci weighs all alike) are different names; case and accents still
+/// are not a difference.
+#[tokio::test]
+async fn names_differing_in_supplementary_characters_are_not_duplicates() {
+    let app = shared_app().await;
+    let st = app
+        .create("/api/v1/states", json!({"name": "😀emoji"}))
+        .await;
+    app.create("/api/v1/states", json!({"name": "😁emoji"}))
+        .await;
+    app.create(
+        &format!("/api/v1/states/{st}/cities"),
+        json!({"name": "🏊"}),
+    )
+    .await;
+    app.create(
+        &format!("/api/v1/states/{st}/cities"),
+        json!({"name": "🅿️"}),
+    )
+    .await;
+    app.create("/api/v1/amenities", json!({"name": "🏊 pool"}))
+        .await;
+    app.create("/api/v1/amenities", json!({"name": "🅿️ pool"}))
+        .await;
+    app.create("/api/v1/users", json!({"email": "😀@x.y", "password": "p"}))
+        .await;
+    app.create("/api/v1/users", json!({"email": "😁@x.y", "password": "p"}))
+        .await;
+    for (path, body) in [
+        ("/api/v1/states".to_owned(), json!({"name": "😀EMOJI"})),
+        (format!("/api/v1/states/{st}/cities"), json!({"name": "🅿️"})),
+        ("/api/v1/amenities".to_owned(), json!({"name": "🏊 POOL"})),
+        (
+            "/api/v1/users".to_owned(),
+            json!({"email": "😀@X.Y", "password": "p"}),
+        ),
+    ] {
+        let (s, v) = app.post(&path, body.clone()).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{path} {body}: {v}");
+    }
+    app.create("/api/v1/amenities", json!({"name": "Café"}))
+        .await;
+    assert_eq!(
+        app.post("/api/v1/amenities", json!({"name": "cafe"}))
+            .await
+            .0,
+        StatusCode::CONFLICT,
+        "accent-insensitive as before"
+    );
+    let (_, stats) = app.get("/api/v1/stats").await;
+    assert_eq!(
+        (
+            &stats["states"],
+            &stats["cities"],
+            &stats["amenities"],
+            &stats["users"]
+        ),
+        (&json!(2), &json!(2), &json!(3), &json!(2)),
+        "the count triggers survived the ALTERs: {stats}"
+    );
+    let pool = app.state.db.primary();
+    let triggers: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+    )
+    .bind(&app.database)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(triggers, 12, "an insert and a delete trigger per table");
+    let unique: Vec<(String, String)> = sqlx::query_as(
+        "SELECT TABLE_NAME, COLLATION_NAME FROM information_schema.COLUMNS c \
+         WHERE TABLE_SCHEMA = ? AND EXISTS (SELECT 1 FROM information_schema.STATISTICS s \
+           WHERE s.TABLE_SCHEMA = c.TABLE_SCHEMA AND s.TABLE_NAME = c.TABLE_NAME \
+           AND s.COLUMN_NAME = c.COLUMN_NAME AND s.NON_UNIQUE = 0 AND s.INDEX_NAME LIKE 'uq_%') \
+         ORDER BY TABLE_NAME, COLUMN_NAME",
+    )
+    .bind(&app.database)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let uca = "utf8mb4_uca1400_ai_ci".to_owned();
+    let unicode = "utf8mb4_unicode_ci".to_owned();
+    assert_eq!(
+        unique,
+        [
+            ("amenities".to_owned(), uca.clone()),
+            ("cities".to_owned(), uca.clone()),
+            ("cities".to_owned(), unicode),
+            ("states".to_owned(), uca.clone()),
+            ("users".to_owned(), uca),
+        ],
+        "the unique keys are still there, over names in the new collation (and state_id)"
+    );
+}
+
 #[tokio::test]
 async fn cities_live_under_states_and_cascade() {
     let app = shared_app().await;
@@ -724,6 +820,32 @@ async fn unknown_routes_are_json_404() {
         (StatusCode::NOT_FOUND, Some("Not found"))
     );
     assert_eq!(app.get("/").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_method_the_route_does_not_take_is_a_json_405_with_allow() {
+    let app = shared_app().await;
+    for (method, path, allow) in [
+        ("PATCH", "/api/v1/states", "GET,HEAD,POST"),
+        ("DELETE", "/api/v1/states", "GET,HEAD,POST"),
+        ("POST", "/api/v1/states/x", "GET,HEAD,PUT,DELETE"),
+        ("GET", "/api/v1/places_search", "POST"),
+        ("PUT", "/healthz", "GET,HEAD"),
+        ("FOO", "/api/v1/status", "GET,HEAD"),
+    ] {
+        let r = app.raw(method, path, vec![], None).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(
+            r.headers["content-type"], "application/json",
+            "{method} {path}"
+        );
+        assert_eq!(r.headers["allow"], allow, "{method} {path}");
+        assert_eq!(
+            r.json(),
+            json!({"error": "Method not allowed"}),
+            "{method} {path}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -129,3 +129,23 @@ async fn metrics_expose_requests_latency_and_pools() {
     }
     assert!(!text.contains("ghost"));
 }
+
+#[tokio::test]
+async fn invented_methods_are_one_series_in_metrics() {
+    let app = shared_app().await;
+    for method in ["FOO", "BAR", "BAZ", "PROPFIND"] {
+        let r = app.raw(method, "/api/v1/states", vec![], None).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+    }
+    app.raw("PATCH", "/api/v1/states", vec![], None).await;
+    let text = app.raw("GET", "/metrics", vec![], None).await.text();
+    for line in [
+        "app_http_requests_total{method=\"OTHER\",route=\"/api/v1/states\",status=\"405\"} 4",
+        "app_http_requests_total{method=\"PATCH\",route=\"/api/v1/states\",status=\"405\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    for method in ["FOO", "BAR", "BAZ", "PROPFIND"] {
+        assert!(!text.contains(method), "{method} has a series:\n{text}");
+    }
+}

@@ -248,3 +248,94 @@ async fn a_transaction_cut_off_is_rolled_back_before_its_connection_is_reused() 
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(open_transactions(server, &app.database).await, 0);
 }
+
+/// Whether a transaction of `database` waits for a row lock.
+async fn row_lock_waiter(server: &MariaDb, database: &str) -> bool {
+    let mut admin = server.admin().await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
+         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+         WHERE p.DB = ? AND t.trx_state = 'LOCK WAIT'",
+    )
+    .bind(database)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    n > 0
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_answers_503_but_trips_no_breaker_and_stays_ready() {
+    let server = MariaDb::shared();
+    let app = app_on(server, |c, _| {
+        c.database.max_connections = 1;
+        // Room for the PUT's own acquire (a ping, a connect) while the rest of the
+        // suite loads the server: a slow one would trip the breaker below.
+        c.database.acquire_timeout_ms = 5_000;
+        // A tripped breaker would still be open when the test ends.
+        c.database.retry_interval_ms = 600_000;
+    })
+    .await;
+    let id = app.create("/api/v1/states", json!({"name": "Ohio"})).await;
+    let path = format!("/api/v1/states/{id}");
+    // Another session holds the row; the PUT waits for it on the pool's only connection.
+    let mut admin = server.admin().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "USE {}; BEGIN; SELECT id FROM states WHERE id = '{id}' FOR UPDATE",
+        app.database
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let put_result = Arc::new(std::sync::Mutex::new(None));
+    let put = {
+        let (app, path, result) = (app.clone(), path.clone(), Arc::clone(&put_result));
+        tokio::spawn(async move {
+            let answer = app.put(&path, json!({"name": "Ohio!"})).await;
+            *result.lock().unwrap() = Some(answer);
+        })
+    };
+    let (early, db) = (&put_result, &app.database);
+    eventually(
+        "the PUT waiting on the row lock",
+        Duration::from_secs(30),
+        || async move {
+            if let Some(answer) = early.lock().unwrap().as_ref() {
+                panic!("the PUT did not wait for the lock: {answer:?}");
+            }
+            row_lock_waiter(server, db).await.then_some(())
+        },
+    )
+    .await;
+
+    // No connection comes free within acquire_timeout_ms: 503, "busy".
+    let r = app.raw("GET", &path, vec![], None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json(), json!({"error": "database busy"}));
+    assert_eq!(r.headers["retry-after"], "1");
+    // The primary answers, on a connection of its own: ready.
+    assert_eq!(
+        app.get("/readyz").await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    sqlx::raw_sql("ROLLBACK").execute(&mut admin).await.unwrap();
+    put.await.unwrap();
+    let (s, v) = put_result.lock().unwrap().take().expect("the PUT answered");
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Nothing tripped: served at once, not refused for retry_interval_ms.
+    let (s, v) = app.get(&path).await;
+    assert_eq!((s, &v["name"]), (StatusCode::OK, &json!("Ohio!")));
+    assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
+    let m = app.raw("GET", "/metrics", vec![], None).await.text();
+    assert_eq!(counter(&m, "app_db_busy_total"), 1, "{m}");
+    assert_eq!(counter(&m, "app_db_unavailable_total"), 0, "{m}");
+}

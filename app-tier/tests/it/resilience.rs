@@ -313,7 +313,7 @@ async fn serve_refuses_a_schema_that_is_behind() {
             err,
             ServeError::Schema(SchemaError::Behind {
                 applied: 0,
-                required: 4,
+                required: 5,
                 ..
             })
         ),
@@ -332,7 +332,7 @@ async fn serve_refuses_a_schema_that_is_behind() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ServeError::Schema(SchemaError::Behind { applied: 1, required: 4, ref missing }) if missing == "2,3,4"),
+        matches!(err, ServeError::Schema(SchemaError::Behind { applied: 1, required: 5, ref missing }) if missing == "2,3,4,5"),
         "{err:?}"
     );
 
