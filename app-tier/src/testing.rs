@@ -228,6 +228,9 @@ impl MariaDb {
             // through it; the application uses its own password-protected account.
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            // Passed on to the bootstrap server: its temporary tables in this directory,
+            // not in the /tmp every other process shares.
+            .arg(format!("--tmpdir={}", root.path().display()))
             .stdin(Stdio::null())
             .output()
             .map_err(io(format!("running {}", install_db.display())))?;

@@ -60,6 +60,8 @@ impl Db {
             .arg("--user=root")
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            // Passed on to the bootstrap server: its temporary tables here, not in /tmp.
+            .arg(format!("--tmpdir={}", dir.display()))
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running {}", install.display()))?;
