@@ -754,12 +754,32 @@ fn flood(client: &Ns, rounds: usize) -> usize {
     in_netns(client, move || {
         let dsts = [[224, 0, 0, 18], [10, 201, 0, 1], [10, 201, 0, 2]];
         let per_dst: Vec<_> = dsts.iter().map(|&d| (d, flood_packets(d))).collect();
-        // SAFETY: plain socket syscalls on a descriptor this closure owns and closes;
-        // every pointer passed is to a live local of the size given.
+        let sock = RawSender::new(112, ifindex);
+        let mut sent = 0;
+        for _ in 0..rounds {
+            for (dst, msgs) in &per_dst {
+                for (msg, ttl) in msgs {
+                    sock.set_ttl(*ttl);
+                    sent += usize::from(sock.send(*dst, msg));
+                }
+            }
+        }
+        sent
+    })
+    .expect("flood from the client")
+}
+
+/// A raw IPv4 socket for `proto` that sends multicast out of `ifindex` (the client has
+/// no multicast route); closed when dropped.
+struct RawSender(libc::c_int);
+
+impl RawSender {
+    fn new(proto: libc::c_int, ifindex: u32) -> RawSender {
+        // SAFETY: plain socket syscalls; the pointer passed is to a live local of the
+        // size given.
         unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 112);
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, proto);
             assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-            // The client has no multicast route: name the interface.
             let mreq = libc::ip_mreqn {
                 imr_multiaddr: libc::in_addr { s_addr: 0 },
                 imr_address: libc::in_addr { s_addr: 0 },
@@ -772,47 +792,60 @@ fn flood(client: &Ns, rounds: usize) -> usize {
                 (&raw const mreq).cast(),
                 size_of::<libc::ip_mreqn>() as u32,
             );
-            let mut sent = 0;
-            for _ in 0..rounds {
-                for (dst, msgs) in &per_dst {
-                    let sin = libc::sockaddr_in {
-                        sin_family: libc::AF_INET as u16,
-                        sin_port: 0,
-                        sin_addr: libc::in_addr {
-                            s_addr: u32::from_ne_bytes(*dst),
-                        },
-                        sin_zero: [0; 8],
-                    };
-                    for (msg, ttl) in msgs {
-                        let ttl = libc::c_int::from(*ttl);
-                        for opt in [libc::IP_TTL, libc::IP_MULTICAST_TTL] {
-                            libc::setsockopt(
-                                fd,
-                                libc::IPPROTO_IP,
-                                opt,
-                                (&raw const ttl).cast(),
-                                size_of::<libc::c_int>() as u32,
-                            );
-                        }
-                        let r = libc::sendto(
-                            fd,
-                            msg.as_ptr().cast(),
-                            msg.len(),
-                            0,
-                            (&raw const sin).cast(),
-                            size_of::<libc::sockaddr_in>() as u32,
-                        );
-                        if r >= 0 {
-                            sent += 1;
-                        }
-                    }
-                }
-            }
-            libc::close(fd);
-            sent
+            RawSender(fd)
         }
-    })
-    .expect("flood from the client")
+    }
+
+    /// The TTL of what is sent next, unicast or multicast.
+    fn set_ttl(&self, ttl: u8) {
+        let ttl = libc::c_int::from(ttl);
+        for opt in [libc::IP_TTL, libc::IP_MULTICAST_TTL] {
+            // SAFETY: setsockopt on the descriptor this owns, from a live local.
+            unsafe {
+                libc::setsockopt(
+                    self.0,
+                    libc::IPPROTO_IP,
+                    opt,
+                    (&raw const ttl).cast(),
+                    size_of::<libc::c_int>() as u32,
+                );
+            }
+        }
+    }
+
+    /// Sends `msg` to `dst`; whether it went out.
+    fn send(&self, dst: [u8; 4], msg: &[u8]) -> bool {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sendto on the descriptor this owns; both pointers are to live values
+        // of the lengths given.
+        let r = unsafe {
+            libc::sendto(
+                self.0,
+                msg.as_ptr().cast(),
+                msg.len(),
+                0,
+                (&raw const sin).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        r >= 0
+    }
+}
+
+impl Drop for RawSender {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this owns, once.
+        unsafe {
+            libc::close(self.0);
+        }
+    }
 }
 
 /// Test 7: a flood of malformed and forged VRRP packets changes nothing.
@@ -911,50 +944,14 @@ fn send_spoofed(client: &Ns, packets: &[([u8; 4], [u8; 4], Vec<u8>)], rounds: us
         })
         .collect();
     in_netns(client, move || {
-        // SAFETY: plain socket syscalls on a descriptor this closure owns and closes;
-        // every pointer passed is to a live local of the size given.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-            let mreq = libc::ip_mreqn {
-                imr_multiaddr: libc::in_addr { s_addr: 0 },
-                imr_address: libc::in_addr { s_addr: 0 },
-                imr_ifindex: ifindex as i32,
-            };
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_IP,
-                libc::IP_MULTICAST_IF,
-                (&raw const mreq).cast(),
-                size_of::<libc::ip_mreqn>() as u32,
-            );
-            let mut sent = 0;
-            for _ in 0..rounds {
-                for (dst, frame) in &frames {
-                    let sin = libc::sockaddr_in {
-                        sin_family: libc::AF_INET as u16,
-                        sin_port: 0,
-                        sin_addr: libc::in_addr {
-                            s_addr: u32::from_ne_bytes(*dst),
-                        },
-                        sin_zero: [0; 8],
-                    };
-                    let r = libc::sendto(
-                        fd,
-                        frame.as_ptr().cast(),
-                        frame.len(),
-                        0,
-                        (&raw const sin).cast(),
-                        size_of::<libc::sockaddr_in>() as u32,
-                    );
-                    if r >= 0 {
-                        sent += 1;
-                    }
-                }
+        let sock = RawSender::new(libc::IPPROTO_RAW, ifindex);
+        let mut sent = 0;
+        for _ in 0..rounds {
+            for (dst, frame) in &frames {
+                sent += usize::from(sock.send(*dst, frame));
             }
-            libc::close(fd);
-            sent
         }
+        sent
     })
     .expect("sending from the client")
 }

@@ -249,19 +249,36 @@ async fn a_transaction_cut_off_is_rolled_back_before_its_connection_is_reused() 
     assert_eq!(open_transactions(server, &app.database).await, 0);
 }
 
-/// Whether a transaction of `database` waits for a row lock.
-async fn row_lock_waiter(server: &MariaDb, database: &str) -> bool {
+/// Whether a session of `database` waits for a table lock (behind a test's LOCK TABLES).
+async fn table_lock_waiter(server: &MariaDb, database: &str) -> bool {
     let mut admin = server.admin().await.unwrap();
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t \
-         JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-         WHERE p.DB = ? AND t.trx_state = 'LOCK WAIT'",
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE DB = ? AND STATE LIKE 'Waiting for table%'",
     )
     .bind(database)
     .fetch_one(&mut admin)
     .await
     .unwrap();
     n > 0
+}
+
+/// What MariaDB says `database`'s sessions and transactions are doing, for a failure
+/// message.
+async fn sessions(server: &MariaDb, database: &str) -> String {
+    let mut admin = server.admin().await.unwrap();
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT CONCAT_WS(' | ', p.ID, p.COMMAND, p.STATE, IFNULL(t.trx_state, '-'), \
+         IFNULL(p.INFO, '-')) \
+         FROM information_schema.PROCESSLIST p \
+         LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID \
+         WHERE p.DB = ?",
+    )
+    .bind(database)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap_or_default();
+    rows.join("\n")
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {
@@ -282,19 +299,21 @@ async fn a_full_pool_answers_503_but_trips_no_breaker_and_stays_ready() {
         c.database.acquire_timeout_ms = 5_000;
         // A tripped breaker would still be open when the test ends.
         c.database.retry_interval_ms = 600_000;
+        // The PUT waits on the lock until the test lets it go, however long finding it
+        // waiting takes on a loaded machine; and the GET's 503 must be the pool's
+        // (after acquire_timeout_ms), not the request's own deadline.
+        c.request_timeout_ms = 120_000;
     })
     .await;
     let id = app.create("/api/v1/states", json!({"name": "Ohio"})).await;
     let path = format!("/api/v1/states/{id}");
-    // Another session holds the row; the PUT waits for it on the pool's only connection.
+    // Another session holds the table; the PUT waits for it on the pool's only
+    // connection.
     let mut admin = server.admin().await.unwrap();
-    sqlx::raw_sql(&format!(
-        "USE {}; BEGIN; SELECT id FROM states WHERE id = '{id}' FOR UPDATE",
-        app.database
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    sqlx::raw_sql(&format!("USE {}; LOCK TABLES states WRITE", app.database))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let put_result = Arc::new(std::sync::Mutex::new(None));
     let put = {
         let (app, path, result) = (app.clone(), path.clone(), Arc::clone(&put_result));
@@ -304,17 +323,20 @@ async fn a_full_pool_answers_503_but_trips_no_breaker_and_stays_ready() {
         })
     };
     let (early, db) = (&put_result, &app.database);
-    eventually(
-        "the PUT waiting on the row lock",
-        Duration::from_secs(30),
-        || async move {
-            if let Some(answer) = early.lock().unwrap().as_ref() {
-                panic!("the PUT did not wait for the lock: {answer:?}");
-            }
-            row_lock_waiter(server, db).await.then_some(())
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if table_lock_waiter(server, db).await {
+            break;
+        }
+        let answer = early.lock().unwrap().clone();
+        if answer.is_some() || std::time::Instant::now() > deadline {
+            panic!(
+                "the PUT did not wait on the table lock ({answer:?}); sessions:\n{}",
+                sessions(server, db).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // No connection comes free within acquire_timeout_ms: 503, "busy".
     let r = app.raw("GET", &path, vec![], None).await;
@@ -327,7 +349,10 @@ async fn a_full_pool_answers_503_but_trips_no_breaker_and_stays_ready() {
         (StatusCode::OK, json!({"status": "ready"}))
     );
 
-    sqlx::raw_sql("ROLLBACK").execute(&mut admin).await.unwrap();
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut admin)
+        .await
+        .unwrap();
     put.await.unwrap();
     let (s, v) = put_result.lock().unwrap().take().expect("the PUT answered");
     assert_eq!(s, StatusCode::OK, "{v}");
