@@ -566,24 +566,25 @@ where
             line.pop();
         } else if line.len() > MAX_REQUEST_LINE {
             let e = format!("request line longer than {MAX_REQUEST_LINE} bytes; closing");
-            let _ = reply(&mut w, &serde_json::json!({"ok": false, "error": e})).await;
+            let _ = reply(&mut w, &error_reply(e)).await;
             return;
         }
         let answer = match std::str::from_utf8(&line) {
-            Err(e) => {
-                serde_json::json!({"ok": false, "error": format!("bad request: not UTF-8 ({e})")})
-            }
+            Err(e) => error_reply(format!("bad request: not UTF-8 ({e})")),
             Ok(text) => match serde_json::from_str::<Request>(text) {
                 Ok(req) => handle(req).await,
-                Err(e) => {
-                    serde_json::json!({"ok": false, "error": format!("bad request: {e}")})
-                }
+                Err(e) => error_reply(format!("bad request: {e}")),
             },
         };
         if reply(&mut w, &answer).await.is_err() {
             return;
         }
     }
+}
+
+/// The reply to a request that failed: `{"ok": false, "error": ...}`.
+fn error_reply(message: impl std::fmt::Display) -> serde_json::Value {
+    serde_json::json!({"ok": false, "error": message.to_string()})
 }
 
 async fn reply<W: tokio::io::AsyncWrite + Unpin>(
@@ -600,7 +601,7 @@ async fn handle(
     htx: &mpsc::Sender<health::Transition>,
     req: Request,
 ) -> serde_json::Value {
-    let err = |e: anyhow::Error| serde_json::json!({"ok": false, "error": format!("{e:#}")});
+    let err = |e: anyhow::Error| error_reply(format!("{e:#}"));
     match req {
         Request::Status {} => match status(&lock(state)) {
             Ok(s) => serde_json::json!({"ok": true, "status": s}),

@@ -598,7 +598,7 @@ fn resolve(root: &StaticRoot, req: &Parts, key: Key, mode: Mode) -> Result<Resol
         Err(Some(dir)) => dir,
         Err(None) => return Err(StatusCode::FORBIDDEN.into()),
     };
-    if !path.ends_with('/') {
+    if !dir_wanted {
         // As nginx does: a directory without the slash is redirected so relative
         // links inside its index resolve against the directory. The target is built
         // from the confined path, never the raw one: `//host/..` would otherwise be a

@@ -159,10 +159,6 @@ pub enum VrrpConfigError {
     PreemptDelay { ms: u32 },
 }
 
-fn unicast(a: IpAddr) -> bool {
-    crate::config::is_host_addr(a)
-}
-
 impl VrrpConfig {
     /// Checks every field; the first problem found is returned, named by field.
     pub fn validate(&self) -> Result<(), VrrpConfigError> {
@@ -192,7 +188,7 @@ impl VrrpConfig {
             return Err(VrrpConfigError::TooManyVips);
         }
         for (i, &vip) in self.vips.iter().enumerate() {
-            if !unicast(vip) {
+            if !crate::config::is_host_addr(vip) {
                 return Err(VrrpConfigError::BadVip { vip });
             }
             if vip.is_ipv4() != first.is_ipv4() {
@@ -203,12 +199,12 @@ impl VrrpConfig {
             }
         }
         for &peer in &self.unicast_peers {
-            if !unicast(peer) || peer.is_ipv4() != first.is_ipv4() {
+            if !crate::config::is_host_addr(peer) || peer.is_ipv4() != first.is_ipv4() {
                 return Err(VrrpConfigError::UnicastPeer { peer });
             }
         }
         if let Some(src) = self.unicast_src
-            && (!unicast(src) || src.is_ipv4() != first.is_ipv4())
+            && (!crate::config::is_host_addr(src) || src.is_ipv4() != first.is_ipv4())
         {
             return Err(VrrpConfigError::UnicastSrc { src });
         }
