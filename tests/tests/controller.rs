@@ -579,7 +579,15 @@ fn the_admin_socket_survives_bad_lines() {
         d["error"].as_str().unwrap().contains("longer than 65536"),
         "{d}"
     );
-    assert_eq!(answer(), "", "the connection stays open");
+    // The server closes with the rest of the megabyte unread in its receive queue, so
+    // the kernel may end the stream with ECONNRESET (after the queued reply) rather
+    // than a plain end of file; either is the close this asserts.
+    let mut rest = String::new();
+    match r.read_line(&mut rest) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the connection stays open: {other:?} {rest:?}"),
+    }
     writer.join().unwrap();
     // The controller serves other connections as before.
     assert_eq!(net.status().unwrap()["reload_failures"], 0);
