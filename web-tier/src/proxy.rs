@@ -6,7 +6,9 @@
 //! idempotent (RFC 9110 §9.2.2) *and* it had no body, since a streamed body cannot be
 //! replayed. One without a body that a reused connection loses (closed or reset before
 //! a byte of the answer) is sent again and not held against the server: the upstream
-//! may have closed the idle connection just as the request went out. Error classes:
+//! may have closed the idle connection just as the request went out. An invalid answer
+//! (nginx's `invalid_header`, not in its default list) counts against the server but is
+//! not retried: the client gets the 502. Error classes:
 //! connect/read timeout -> 504; refused, reset, an invalid answer head, or no live
 //! upstream -> 502; the client's own body being too large, too slow or malformed ->
 //! 413 / 408 / 400, and the upstream is not blamed.
@@ -397,7 +399,7 @@ pub async fn forward(
                 );
                 continue;
             }
-            Attempt::Failed(e) => {
+            Attempt::Failed { error, invalid } => {
                 tried.push(i);
                 last = StatusCode::BAD_GATEWAY;
                 let down = group.record_failure(i);
@@ -407,12 +409,15 @@ pub async fn forward(
                     &[
                         ("upstream", &group.name),
                         ("peer", &peer),
-                        ("error", &e),
+                        ("error", &error),
                         ("marked_down", &down),
                         ("method", &method),
                         ("client", &client.remote),
                     ],
                 );
+                if invalid {
+                    break;
+                }
             }
             Attempt::TimedOut => {
                 tried.push(i);
@@ -455,8 +460,12 @@ enum Attempt {
     /// The connection failed before the request left: try again, same server or next.
     Unsent,
     ConnectFailed(crate::upstream::ConnectError),
-    /// Sent, then the exchange failed.
-    Failed(BoxError),
+    /// Sent, then the exchange failed; `invalid` if the upstream answered with a head
+    /// this proxy refuses (retried on no other server, as nginx's default).
+    Failed {
+        error: BoxError,
+        invalid: bool,
+    },
     TimedOut,
 }
 
@@ -492,7 +501,10 @@ async fn lean_attempt(
             Attempt::Unsent
         }
         Err(h1client::SendError::TimedOut) => Attempt::TimedOut,
-        Err(e) => Attempt::Failed(e.into()),
+        Err(e) => Attempt::Failed {
+            invalid: matches!(e, h1client::SendError::Malformed(_)),
+            error: e.into(),
+        },
     }
 }
 
@@ -519,7 +531,10 @@ async fn hyper_attempt(
             // to `Transfer-Encoding` would reach the client with a chunked body's bytes):
             // refused the same way. Dropping `up` closes the connection.
             if let Err(e) = h1client::check_framing(resp.headers()) {
-                return Attempt::Failed(e.into());
+                return Attempt::Failed {
+                    error: e.into(),
+                    invalid: true,
+                };
             }
             group.record_success(i);
             let (mut rparts, rbody) = resp.into_parts();
@@ -539,7 +554,11 @@ async fn hyper_attempt(
                 *pending = Some(unsent);
                 return Attempt::Unsent;
             }
-            Attempt::Failed(e.into_error().into())
+            let e = e.into_error();
+            Attempt::Failed {
+                invalid: e.is_parse(),
+                error: e.into(),
+            }
         }
         None => match state.fault_status() {
             Some(status) => Attempt::ClientFault(status),

@@ -665,3 +665,35 @@ fn a_request_without_host_is_forwarded_with_the_group_name() {
         assert_eq!(echo.matches("host:").count(), 1, "{echo}");
     }
 }
+
+/// An invalid answer is the upstream's fault but, as with nginx's default
+/// `proxy_next_upstream error timeout` (no `invalid_header`), the request is not sent to
+/// the next server: the client gets the 502, through either client.
+#[test]
+fn an_invalid_answer_is_not_retried_on_the_next_server() {
+    let (bad, bad_conns) = raw_upstream(4, |_, mut s| {
+        if read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello");
+        }
+    });
+    let (good, good_conns) = raw_upstream(4, |_, mut s| {
+        if read_head(&mut s) {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    // Never marked down, so round-robin alternates and each pair of requests meets both.
+    let web = Web::start(&config(&[(bad, 1), (good, 1)], "max_fails = 0"), &[]);
+    // GET goes through the lean client, a PUT without a body through hyper's; both
+    // would be replayable.
+    for req in [
+        "GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        "PUT /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let mut statuses = [send(&web, req).status, send(&web, req).status];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 502], "{req}");
+    }
+    assert_eq!(bad_conns.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(good_conns.accepted.load(Ordering::SeqCst), 2);
+}
