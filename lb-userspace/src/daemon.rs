@@ -713,7 +713,7 @@ pub fn status(st: &State) -> anyhow::Result<serde_json::Value> {
         "services": services,
         "reasons": reasons,
         "conntrack_entries": maps.conntrack_len(),
-        "conntrack_size": st.cfg.conntrack_size,
+        "conntrack_size": maps.conntrack_size()?,
         "ring_rebuilds": st.rec.ring_rebuilds,
         "reloads": st.reloads,
         "reload_failures": st.reload_failures,

@@ -57,6 +57,16 @@ pub enum AttachMode {
     Skb,
 }
 
+impl std::fmt::Display for AttachMode {
+    /// As the config and the CLI spell it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Drv => "drv",
+            Self::Skb => "skb",
+        })
+    }
+}
+
 impl From<AttachMode> for XdpMode {
     fn from(m: AttachMode) -> Self {
         match m {
@@ -101,6 +111,8 @@ pub struct Dataplane {
     link: Option<PinnedLink>,
     /// Whether the state was adopted from pins left by an earlier controller.
     pub adopted: bool,
+    /// Kernel id of the attached `xdp_lb` when adopted (the pinned link's program).
+    adopted_program: Option<u32>,
 }
 
 /// Map `name` from `get`, as its typed handle.
@@ -257,6 +269,7 @@ impl Dataplane {
             pin_dir: None,
             link: None,
             adopted: false,
+            adopted_program: None,
         })
     }
 
@@ -279,8 +292,23 @@ impl Dataplane {
                     d = dir.display()
                 )
             })?;
-            let link =
-                PinnedLink::from_pin(dir.join("link")).context("opening the pinned XDP link")?;
+            let open_link =
+                || PinnedLink::from_pin(dir.join("link")).context("opening the pinned XDP link");
+            let program = FdLink::from(open_link()?)
+                .info()
+                .context("reading the pinned XDP link")?
+                .program_id();
+            check_adopted(program, iface, mode, &dir)?;
+            let size = maps.conntrack_size()?;
+            if size != opts.conntrack_size {
+                log::warn!(
+                    "the adopted connection table has {size} entries, not conntrack_size = {}: \
+                     the new size takes effect on a start without pins (after a SIGTERM, \
+                     which detaches and unpins)",
+                    opts.conntrack_size
+                );
+            }
+            let link = open_link()?;
             log::info!(
                 "adopted pinned data plane in {} (hitless restart)",
                 dir.display()
@@ -291,6 +319,7 @@ impl Dataplane {
                 pin_dir: Some(dir),
                 link: Some(link),
                 adopted: true,
+                adopted_program: Some(program),
             });
         }
         if dir.exists() {
@@ -333,6 +362,7 @@ impl Dataplane {
             pin_dir: Some(dir),
             link: Some(link),
             adopted: false,
+            adopted_program: None,
         })
     }
 
@@ -345,9 +375,10 @@ impl Dataplane {
             .ok()
     }
 
-    /// Kernel id of the loaded `xdp_lb` (None after adopting pins).
+    /// Kernel id of the attached (or only loaded) `xdp_lb`.
     pub fn program_id(&self) -> Option<u32> {
-        self.program()?.info().ok().map(|i| i.id())
+        self.adopted_program
+            .or_else(|| self.program()?.info().ok().map(|i| i.id()))
     }
 
     /// Detaches and removes every pin (clean shutdown). With `keep`, leaves the data
@@ -403,6 +434,67 @@ pub fn iface_mac(iface: &str) -> anyhow::Result<[u8; 6]> {
         *m = *b as u8;
     }
     Ok(mac)
+}
+
+/// Refuses to adopt a pinned data plane that is not the one the config describes: the
+/// pinned link's `program` must be the XDP program `iface` runs, in `mode`. Adopting
+/// pins from a start with another `interface` would leave that interface balanced and
+/// this one not, while status reported this one.
+fn check_adopted(program: u32, iface: &str, mode: AttachMode, dir: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .context("running ip link show")?;
+    if !out.status.success() {
+        bail!(
+            "interface {iface}: {} (does it exist?)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let running = attached_xdp(&out.stdout)
+        .with_context(|| format!("reading the XDP state of {iface} from ip link show"))?;
+    let fix = format!(
+        "it was started with another interface or xdp_mode; to start afresh, remove it \
+         with `rm -r {}` (this detaches that XDP program and drops its connection table)",
+        dir.display()
+    );
+    match running {
+        Some((id, _)) if id != program => bail!(
+            "the pinned data plane in {} runs XDP program {program}, but {iface} runs \
+             program {id}; {fix}",
+            dir.display()
+        ),
+        None => bail!(
+            "the pinned data plane in {} is not attached to {iface}; {fix}",
+            dir.display()
+        ),
+        Some((_, m)) if m != mode => bail!(
+            "the pinned data plane in {} is attached to {iface} in xdp_mode {m}, the \
+             config says {mode}; {fix}",
+            dir.display()
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The XDP program id and mode `ip -j -d link show dev X` reports (None: no XDP).
+fn attached_xdp(json: &[u8]) -> anyhow::Result<Option<(u32, AttachMode)>> {
+    let v: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;
+    let Some(xdp) = v.get(0).context("no interface")?.get("xdp") else {
+        return Ok(None);
+    };
+    // iproute2 prints the kernel's XDP_ATTACHED_* value: 1 driver, 2 generic.
+    let mode = match xdp.get("mode").and_then(serde_json::Value::as_u64) {
+        Some(1) => AttachMode::Drv,
+        Some(2) => AttachMode::Skb,
+        other => bail!("XDP attach mode {other:?} (offloaded or several programs)"),
+    };
+    let id = xdp
+        .pointer("/prog/id")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|id| u32::try_from(id).ok())
+        .context("no XDP program id")?;
+    Ok(Some((id, mode)))
 }
 
 /// Mounts bpffs at [`BPFFS`] if nothing is mounted there.
@@ -524,7 +616,49 @@ impl crate::reconcile::Store for Maps {
 impl Maps {
     /// Entries in the connection table (walks the map: for status and metrics, not
     /// for hot paths).
+    /// The connection table's size as the kernel has it (an adopted table keeps the
+    /// size it was created with).
+    pub fn conntrack_size(&self) -> anyhow::Result<u32> {
+        use aya::maps::IterableMap as _;
+        Ok(self
+            .conntrack
+            .map()
+            .info()
+            .context("reading the connection table's size")?
+            .max_entries())
+    }
+
     pub fn conntrack_len(&self) -> usize {
         self.conntrack.keys().filter(Result::is_ok).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_xdp_program_and_mode_ip_reports() {
+        let drv = br#"[{"ifindex":2,"ifname":"eth0","xdp":{"mode":1,"prog":{"id":42,"name":"xdp_lb","tag":"0011223344556677","jited":1}}}]"#;
+        assert_eq!(attached_xdp(drv).unwrap(), Some((42, AttachMode::Drv)));
+        let skb = br#"[{"ifname":"eth0","xdp":{"mode":2,"prog":{"id":7}}}]"#;
+        assert_eq!(attached_xdp(skb).unwrap(), Some((7, AttachMode::Skb)));
+        assert_eq!(attached_xdp(br#"[{"ifname":"eth0"}]"#).unwrap(), None);
+        // Offloaded, several programs, or output this does not understand: an error,
+        // never a guess.
+        for bad in [
+            &br#"[{"xdp":{"mode":3,"prog":{"id":7}}}]"#[..],
+            br#"[{"xdp":{"mode":4,"attached":[]}}]"#,
+            br#"[{"xdp":{"mode":1}}]"#,
+            br#"[{"xdp":{"mode":1,"prog":{"id":4294967296}}}]"#,
+            br#"[]"#,
+            b"Device \"eth9\" does not exist.",
+        ] {
+            assert!(
+                attached_xdp(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -218,6 +218,63 @@ fn kill_9_and_restart_keep_forwarding_and_adopt_the_pinned_state() {
     assert_eq!(conn.roundtrip("after").unwrap(), first);
 }
 
+/// A restart adopts pinned state only if it is the data plane the config describes: pins
+/// attached to another interface, or in another XDP mode, are refused with the way out
+/// (they used to be adopted silently, the old interface balanced and status naming the
+/// new one) and left running. A changed `conntrack_size` is adopted with a warning, and
+/// status reports the table's real size.
+#[test]
+fn a_restart_refuses_pins_from_another_interface_or_mode() {
+    lb_tests::require_root();
+    let mut net = LbNet::new("adoptck", Opts::default()).unwrap();
+    net.start_controller().unwrap();
+    let mut conn = net.echo_conn().unwrap();
+    let first = conn.roundtrip("before").unwrap();
+    net.controller.as_mut().unwrap().stop(libc::SIGKILL);
+    // A second interface on the LB node (a veth pair; this kernel has no dummy).
+    net.lb
+        .run(&[
+            "ip", "link", "add", "lbother", "type", "veth", "peer", "name", "lbpeer",
+        ])
+        .unwrap();
+    net.lb.run(&["ip", "link", "set", "lbother", "up"]).unwrap();
+
+    let text = net.config_text(&[0, 1, 2]);
+    let other_if = text.replace("interface = \"eth0\"", "interface = \"lbother\"");
+    let (ok, log) = run_to_exit(&net, &other_if, Duration::from_secs(10));
+    assert!(!ok, "{log}");
+    assert!(log.contains("is not attached to lbother"), "{log}");
+    assert!(log.contains("rm -r /sys/fs/bpf/lb-"), "{log}");
+
+    let other_mode = text.replace("xdp_mode = \"drv\"", "xdp_mode = \"skb\"");
+    assert_ne!(other_mode, text);
+    let (ok, log) = run_to_exit(&net, &other_mode, Duration::from_secs(10));
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("attached to eth0 in xdp_mode drv, the config says skb"),
+        "{log}"
+    );
+    // Refused, and still forwarding on the pinned program.
+    assert!(xdp_attached(&net));
+    assert_eq!(conn.roundtrip("refused").unwrap(), first);
+
+    let bigger = text.replace("conntrack_size = 65536", "conntrack_size = 131072");
+    assert_ne!(bigger, text);
+    std::fs::write(&net.config, bigger).unwrap();
+    net.start_controller().unwrap();
+    let st = net.status().unwrap();
+    assert_eq!(st["adopted"], true);
+    assert_eq!(st["conntrack_size"], 65536, "{st}");
+    assert!(
+        net.controller_log().contains(
+            "the adopted connection table has 65536 entries, not conntrack_size = 131072"
+        ),
+        "{}",
+        net.controller_log()
+    );
+    assert_eq!(conn.roundtrip("after").unwrap(), first);
+}
+
 #[test]
 fn metrics_and_clean_shutdown() {
     lb_tests::require_root();
@@ -324,22 +381,27 @@ fn lb_check_names_the_problem_in_bad_files() {
 }
 
 /// A lone non-first fragment to the VIP is dropped (`drop_frag_orphan`) and reported
-/// through aya-log, off the forwarding path, into the controller's log.
+/// through aya-log, off the forwarding path, into the controller's log; also by a
+/// controller that adopted the running program (it used to forward only the records of
+/// a program it had loaded itself).
 #[test]
 fn xdp_debug_events_reach_the_controller_log_through_aya_log() {
     lb_tests::require_root();
     let mut net = LbNet::new("ayalog", Opts::default()).unwrap();
     net.start_controller().unwrap();
-    // An IPv4 UDP fragment at offset 64 bytes, id 0x4242, through a raw socket.
-    let script = format!(
-        "import socket,struct\n\
-         s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
-         payload=b'x'*32\n\
-         h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(payload),0x4242,8,64,17,0,socket.inet_aton('{}'),socket.inet_aton('{}'))\n\
-         s.sendto(h+payload,('{}',0))\n",
-        net.client_addr, net.vip, net.vip
-    );
-    net.client.run(&["python3", "-c", &script]).unwrap();
+    // An IPv4 UDP fragment at offset 64 bytes with IP id `id`, through a raw socket.
+    let send_fragment = |net: &LbNet, id: u16| {
+        let script = format!(
+            "import socket,struct\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n\
+             payload=b'x'*32\n\
+             h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(payload),{id},8,64,17,0,socket.inet_aton('{}'),socket.inet_aton('{}'))\n\
+             s.sendto(h+payload,('{}',0))\n",
+            net.client_addr, net.vip, net.vip
+        );
+        net.client.run(&["python3", "-c", &script]).unwrap();
+    };
+    send_fragment(&net, 0x4242);
     wait_for(
         "the orphan fragment counted",
         Duration::from_secs(5),
@@ -350,6 +412,20 @@ fn xdp_debug_events_reach_the_controller_log_through_aya_log() {
             .contains("orphan fragment id 16962 dropped")
             .then_some(())
     });
+
+    net.controller.as_mut().unwrap().stop(libc::SIGKILL);
+    net.start_controller().unwrap();
+    assert_eq!(net.status().unwrap()["adopted"], true);
+    send_fragment(&net, 0x4343);
+    wait_for(
+        "the aya-log line after adopting",
+        Duration::from_secs(5),
+        || {
+            net.controller_log()
+                .contains("orphan fragment id 17219 dropped")
+                .then_some(())
+        },
+    );
 }
 
 /// `lb reload` used to report success while ignoring `[failover]`, `conntrack_size`,
