@@ -206,6 +206,33 @@ fn conditional_matrix() {
     }
 }
 
+/// An entity-tag may hold bytes beyond ASCII (obs-text). Such a tag never matches ours,
+/// but the field is there: `If-Match` fails with 412, and `If-None-Match` still keeps
+/// `If-Modified-Since` from being evaluated (they used to be taken for absent).
+#[test]
+fn non_ascii_entity_tags_are_conditions_not_absent_fields() {
+    for web in both() {
+        let lm = web
+            .get("/alpha.txt", &[])
+            .header("last-modified")
+            .unwrap()
+            .to_owned();
+        let ask = |field: &str, extra: &str| {
+            let mut req =
+                format!("GET /alpha.txt HTTP/1.1\r\nHost: localhost\r\n{extra}").into_bytes();
+            req.extend_from_slice(field.as_bytes());
+            req.extend_from_slice(b": \"\xe9t\xe9\"\r\nConnection: close\r\n\r\n");
+            request(web.addr, &req)
+        };
+        let r = ask("If-Match", "");
+        assert_eq!(r.status, 412);
+        assert_eq!(r.text(), "precondition failed\n");
+        let r = ask("If-None-Match", &format!("If-Modified-Since: {lm}\r\n"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, ALPHA);
+    }
+}
+
 fn multipart(r: &common::Resp) -> Vec<(String, Vec<u8>)> {
     let ct = r.header("content-type").unwrap();
     let boundary = ct
