@@ -200,6 +200,12 @@ pub fn parse_range(header: &str, len: u64) -> Ranges {
     if !unit.trim().eq_ignore_ascii_case("bytes") {
         return Ranges::Ignore;
     }
+    // A numeral too large for u64 is still a valid position (RFC 9110 §14.1.1 asks
+    // recipients to expect them): past the end of any file, so it saturates. A huge
+    // first-pos is then unsatisfiable (416, as nginx), a huge last-pos or suffix-length
+    // reaches the end of the representation (§14.1.2; nginx answers 416 there too,
+    // which the RFC does not allow for a range that starts inside it).
+    let pos = |s: &str| s.parse::<u64>().unwrap_or(u64::MAX);
     let mut out = Vec::new();
     let mut specs = 0;
     for spec in set.split(',') {
@@ -221,9 +227,7 @@ pub fn parse_range(header: &str, len: u64) -> Ranges {
             if !digits(last) {
                 return Ranges::Ignore;
             }
-            let Ok(n) = last.parse::<u64>() else {
-                return Ranges::Ignore;
-            };
+            let n = pos(last);
             if n > 0 && len > 0 {
                 out.push(len.saturating_sub(n)..len);
             }
@@ -232,14 +236,12 @@ pub fn parse_range(header: &str, len: u64) -> Ranges {
         if !digits(first) || !(last.is_empty() || digits(last)) {
             return Ranges::Ignore;
         }
-        let Ok(start) = first.parse::<u64>() else {
-            return Ranges::Ignore;
-        };
+        let start = pos(first);
         let end = if last.is_empty() {
             u64::MAX
         } else {
-            match last.parse::<u64>() {
-                Ok(e) if e >= start => e,
+            match pos(last) {
+                e if e >= start => e,
                 // last < first makes the whole header invalid (§14.1.1).
                 _ => return Ranges::Ignore,
             }
@@ -440,6 +442,16 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        // Numerals beyond u64: a valid header, positions past any end.
+        let huge = "99999999999999999999999";
+        assert_eq!(parse_range(&format!("bytes={huge}-"), 100), Unsatisfiable);
+        assert_eq!(parse_range(&format!("bytes=0-{huge}"), 100), one(0..100));
+        assert_eq!(parse_range(&format!("bytes=-{huge}"), 100), one(0..100));
+        assert_eq!(parse_range(&format!("bytes={huge}-5"), 100), Ignore);
+        assert_eq!(
+            parse_range("bytes=18446744073709551615-", 100),
+            Unsatisfiable
+        );
         assert_eq!(parse_range("bytes=200-300, 0-1", 100), one(0..2));
         assert_eq!(parse_range("bytes=9-0", 100), Ignore);
         assert_eq!(parse_range("bytes=a-b", 100), Ignore);

@@ -343,6 +343,33 @@ fn range_matrix() {
     }
 }
 
+/// Numerals too large for 64 bits are valid positions past any end (RFC 9110 §14.1.1):
+/// a huge first-pos is a 416 (as nginx), a huge last-pos or suffix-length runs to the end
+/// (nginx: 416). They used to make the header ignored.
+#[test]
+fn huge_range_numerals_are_positions_past_the_end() {
+    let huge = "99999999999999999999999";
+    for web in both() {
+        let r = web.get("/alpha.txt", &[("Range", &format!("bytes={huge}-"))]);
+        assert_eq!(r.status, 416);
+        assert_eq!(r.header("content-range"), Some("bytes */36"));
+        for range in [format!("bytes=0-{huge}"), format!("bytes=-{huge}")] {
+            let r = web.get("/alpha.txt", &[("Range", &range)]);
+            assert_eq!(r.status, 206, "{range}");
+            assert_eq!(r.header("content-range"), Some("bytes 0-35/36"), "{range}");
+            assert_eq!(r.body, ALPHA, "{range}");
+        }
+        let r = web.get("/alpha.txt", &[("Range", &format!("bytes=30-{huge}, 0-1"))]);
+        assert_eq!(
+            multipart(&r),
+            vec![
+                ("bytes 30-35/36".to_owned(), b"uvwxyz".to_vec()),
+                ("bytes 0-1/36".to_owned(), b"01".to_vec()),
+            ]
+        );
+    }
+}
+
 #[test]
 fn large_file_streams_full_and_ranges() {
     for web in both() {
