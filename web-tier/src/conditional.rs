@@ -193,11 +193,15 @@ const MAX_RANGES: usize = 64;
 /// Parses `bytes=a-b, c-, -n`. Overlapping or adjacent ranges are merged (after sorting)
 /// so a client cannot make us send the same bytes many times; otherwise the client's
 /// order is kept.
+///
+/// An empty representation has no byte to send, so the header is ignored and the client
+/// gets the (empty) 200, as from nginx, rather than a 416 for a `bytes=0-` probe (RFC
+/// 9110 §14.2 lets a server ignore Range).
 pub fn parse_range(header: &str, len: u64) -> Ranges {
     let Some((unit, set)) = header.split_once('=') else {
         return Ranges::Ignore;
     };
-    if !unit.trim().eq_ignore_ascii_case("bytes") {
+    if !unit.trim().eq_ignore_ascii_case("bytes") || len == 0 {
         return Ranges::Ignore;
     }
     // A numeral too large for u64 is still a valid position (RFC 9110 §14.1.1 asks
@@ -228,7 +232,7 @@ pub fn parse_range(header: &str, len: u64) -> Ranges {
                 return Ranges::Ignore;
             }
             let n = pos(last);
-            if n > 0 && len > 0 {
+            if n > 0 {
                 out.push(len.saturating_sub(n)..len);
             }
             continue;
@@ -441,7 +445,10 @@ mod tests {
         assert_eq!(parse_range("bytes=0-9,10-19", 100), one(0..20));
         assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        // Nothing to send from an empty file: the header is ignored (nginx's 200).
+        assert_eq!(parse_range("bytes=0-0", 0), Ignore);
+        assert_eq!(parse_range("bytes=0-", 0), Ignore);
+        assert_eq!(parse_range("bytes=-5", 0), Ignore);
         // Numerals beyond u64: a valid header, positions past any end.
         let huge = "99999999999999999999999";
         assert_eq!(parse_range(&format!("bytes={huge}-"), 100), Unsatisfiable);

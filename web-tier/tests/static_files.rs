@@ -89,6 +89,7 @@ fn start_with(config: &str) -> Web {
         config,
         &[
             ("www/alpha.txt", ALPHA),
+            ("www/empty.txt", b""),
             ("www/index.html", b"<h1>home</h1>\n"),
             ("www/big.css", &css),
             ("www/app.js", &js),
@@ -367,6 +368,21 @@ fn huge_range_numerals_are_positions_past_the_end() {
                 ("bytes 0-1/36".to_owned(), b"01".to_vec()),
             ]
         );
+    }
+}
+
+/// An empty file ignores Range and answers its empty 200, as nginx does (RFC 9110 §14.2
+/// lets a server ignore Range); a `bytes=0-` probe used to get a 416.
+#[test]
+fn ranges_of_an_empty_file_get_the_empty_200() {
+    for web in both() {
+        for range in ["bytes=0-", "bytes=0-0", "bytes=-1"] {
+            let r = web.get("/empty.txt", &[("Range", range)]);
+            assert_eq!(r.status, 200, "{range}");
+            assert_eq!(r.header("content-length"), Some("0"), "{range}");
+            assert_eq!(r.header("content-range"), None, "{range}");
+            assert!(r.body.is_empty());
+        }
     }
 }
 
