@@ -388,6 +388,16 @@ fn ipv4(h: &V4, proto: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// `ip` (an IPv4 packet) with its TTL set to `ttl` and the header checksum redone.
+fn with_ttl(ip: &[u8], ttl: u8) -> Vec<u8> {
+    let mut h = Ipv4HeaderSlice::from_slice(ip).unwrap().to_header();
+    h.time_to_live = ttl;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = ip.to_vec();
+    v[..h.header_len()].copy_from_slice(&h.to_bytes());
+    v
+}
+
 #[derive(Clone)]
 enum Ext {
     /// Hop-by-hop (0), routing (43) or destination options (60), with its body after
@@ -1005,6 +1015,35 @@ fn icmp_rows(t: &mut Vec<Fixture>, ports: &mut Ports) {
         reason::TX_ICMP_ECHO,
         eth(CLIENT_MAC, LB_MAC, EtherType::IPV4, &rep),
     ));
+    // The reply starts a new life, as the kernel's and Katran's do (TTL 64), whatever
+    // was left of the request's: a request that arrived with TTL 1 would otherwise
+    // be answered with a reply the first router drops.
+    let req = ipv4(
+        &v4h(CLIENT4, VIP4),
+        PROTO_ICMP,
+        &icmp4(
+            Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 8, seq: 1 }),
+            &payload(32),
+        ),
+    );
+    let rep = ipv4(
+        &v4h(VIP4, CLIENT4),
+        PROTO_ICMP,
+        &icmp4(
+            Icmpv4Type::EchoReply(IcmpEchoHeader { id: 8, seq: 1 }),
+            &payload(32),
+        ),
+    );
+    t.push(
+        Fixture::new(
+            "v4 ICMP echo to a VIP arriving with TTL 1 is answered with TTL 64",
+            frame(&with_ttl(&req, 1)),
+        )
+        .tx(
+            reason::TX_ICMP_ECHO,
+            eth(CLIENT_MAC, LB_MAC, EtherType::IPV4, &rep),
+        ),
+    );
     let req = icmp6(
         Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 9 }),
         CLIENT6,
