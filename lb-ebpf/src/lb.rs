@@ -112,14 +112,29 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
     let ports = unsafe { wide::load32(ports.cast()) };
     pkt.key.sport_be = ports as u16;
     pkt.key.dport_be = (ports >> 16) as u16;
+    // The L4 header must lie inside the IP packet: bytes past its length (Ethernet
+    // padding) are no header, and the backend's stack drops a TCP header shorter than
+    // 20 bytes or than its data offset, and a UDP length the packet does not hold.
+    // Fail open, like every other malformed packet: the LB never forwards them.
+    let l4_len = (ETH_LEN + pkt.ip_len).saturating_sub(pkt.l4_off);
     let mut syn = false;
     if proto == PROTO_TCP {
-        let flags = ptr_at::<[u8; 14]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
-        // SAFETY: bounds checked; byte 13 holds CWR..FIN.
-        let f = unsafe { (*flags)[13] };
+        let h = ptr_at::<[u8; 20]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
+        // SAFETY: bounds checked; byte 12 holds the data offset, byte 13 CWR..FIN.
+        let (doff, f) = unsafe { ((*h)[12] >> 4, (*h)[13]) };
+        let doff = usize::from(doff) * 4;
+        if doff < 20 || doff > l4_len {
+            return Err(pass(reason::PASS_MALFORMED));
+        }
         syn = f & 0x02 != 0 && f & 0x10 == 0;
-    } else if ptr_at::<[u8; 8]>(ctx, pkt.l4_off).is_none() {
-        return Err(pass(reason::PASS_MALFORMED));
+    } else {
+        let h = ptr_at::<[u8; 8]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
+        // SAFETY: bounds checked; bytes 4-5 hold the UDP length.
+        let ulen = usize::from(be16(unsafe { [(*h)[4], (*h)[5]] }));
+        // A first fragment's UDP length counts the whole datagram, not this fragment.
+        if l4_len < 8 || ulen < 8 || (!pkt.is_frag && ulen > l4_len) {
+            return Err(pass(reason::PASS_MALFORMED));
+        }
     }
     let cacheable = proto == PROTO_TCP && !pkt.is_frag;
     // One set per packet, in this CPU's region: looked up for established TCP, filled

@@ -398,6 +398,17 @@ fn with_ttl(ip: &[u8], ttl: u8) -> Vec<u8> {
     v
 }
 
+/// A frame of an IPv4 packet with its total length set to `len` (checksum redone),
+/// the bytes after it left in the frame as Ethernet padding.
+fn with_total_len(f: &[u8], len: u16) -> Vec<u8> {
+    let mut h = Ipv4HeaderSlice::from_slice(&f[14..]).unwrap().to_header();
+    h.total_len = len;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = f.to_vec();
+    v[14..14 + h.header_len()].copy_from_slice(&h.to_bytes());
+    v
+}
+
 #[derive(Clone)]
 enum Ext {
     /// Hop-by-hop (0), routing (43) or destination options (60), with its body after
@@ -1904,6 +1915,48 @@ fn table() -> Vec<Fixture> {
         .pass(reason::PASS_MALFORMED),
     );
 
+    // The L4 header is read inside the IP packet, never from what follows it.
+    let f = tcp_frame(c4, v4, 1, 80, Tcp::Syn, 0);
+    let mut f = with_total_len(&f, 20 + 8);
+    f.resize(60, 0);
+    t.push(
+        Fixture::new(
+            "v4 TCP SYN whose IP total length ends inside the TCP header, the rest Ethernet padding, passes (malformed)",
+            f,
+        )
+        .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = tcp_frame(c4, v4, 1, 80, Tcp::Syn, 8);
+    f[14 + 20 + 12] = 0x40;
+    t.push(
+        Fixture::new("v4 TCP with data offset 4 passes (malformed)", f)
+            .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = tcp_frame(c6, v6, 1, 80, Tcp::Syn, 8);
+    f[14 + 40 + 12] = 0xf0;
+    t.push(
+        Fixture::new(
+            "v6 TCP with data offset 15, longer than the segment, passes (malformed)",
+            f,
+        )
+        .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = udp_frame(c4, v4, 1, 5353, 8);
+    f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&17u16.to_be_bytes());
+    t.push(
+        Fixture::new(
+            "v4 UDP whose length field says more than the IP payload passes (malformed)",
+            f,
+        )
+        .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = udp_frame(c6, v6, 1, 6000, 8);
+    f[14 + 40 + 4..14 + 40 + 6].copy_from_slice(&7u16.to_be_bytes());
+    t.push(
+        Fixture::new("v6 UDP with a length field below 8 passes (malformed)", f)
+            .pass(reason::PASS_MALFORMED),
+    );
+
     fragment_rows(&mut t, &mut ports);
     icmp_rows(&mut t, &mut ports);
     pmtu_rows(&mut t, &mut ports);
@@ -1915,7 +1968,7 @@ fn table() -> Vec<Fixture> {
         "v4 TCP",
         &tcp_frame(c4, v4, 1, 80, Tcp::Syn, 8),
         &[14, 34, 38, 54],
-        34 + 14,
+        34 + 20,
     );
     truncation_rows(
         &mut t,
@@ -1932,7 +1985,7 @@ fn table() -> Vec<Fixture> {
         "v4 TCP with options",
         &f,
         &[14, 34, 38, 42, 58],
-        38 + 14,
+        38 + 20,
     );
     let f = frame(&ipv6(
         CLIENT6,
@@ -1947,7 +2000,7 @@ fn table() -> Vec<Fixture> {
         "v6 TCP with 2 extension headers",
         &f,
         &[14, 54, 58, 62, 66, 70, 74, 90],
-        70 + 14,
+        70 + 20,
     );
     let f = frame(&ipv6(
         CLIENT6,
