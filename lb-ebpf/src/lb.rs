@@ -262,7 +262,8 @@ fn fill_flow_cache(set: u32, key: &FlowKey, backend: u32, svc: &Service, hash: u
 }
 
 /// Whether the frame is unicast to a MAC other than this LB's (see `Config::lb_mac`).
-/// Checked only before forwarding, where the header is at hand anyway: inserted at the
+/// Checked only before a frame is sent (forwarding, a following fragment, an echo
+/// reply), where the header is at hand anyway: inserted at the
 /// top of `try_lb`, LLVM's register allocation changed into a shape the verifier
 /// rejects (32-bit packet pointers widened by shifts).
 #[inline(always)]
@@ -492,9 +493,14 @@ fn frag_key(pkt: &Packet) -> FragKey {
 #[inline(always)]
 fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     let fk = frag_key(pkt);
+    let cfg = config();
     // SAFETY: copied out at once.
     let Some(f) = (unsafe { FRAGS.get(&fk) }).copied() else {
         if is_vip(&pkt.key) {
+            if for_other_host(ctx, &cfg) {
+                // Fail open: the datagram is another host's (see `forward`).
+                return Err(pass(reason::PASS_OTHER_HOST));
+            }
             // A rare event: logged through aya-log (a ring buffer the controller
             // drains), never on the forwarding path.
             aya_log_ebpf::debug!(ctx, "orphan fragment id {} dropped", fk.id);
@@ -502,6 +508,12 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         }
         return Err(pass(reason::PASS_NOT_VIP));
     };
+    // The first fragment was recorded before `forward` looked at the MAC: a datagram
+    // unicast to another host (a backup LB on a flooding bridge) is that host's to
+    // forward, every fragment of it. Fail open.
+    if for_other_host(ctx, &cfg) {
+        return Err(pass(reason::PASS_OTHER_HOST));
+    }
     // The backend may have gone since the first fragment: then the datagram is lost
     // anyway (fail closed).
     let b = match BACKENDS.get(f.backend) {
@@ -515,7 +527,6 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         ring_slot: 0,
         ring_size: 0,
     };
-    let cfg = config();
     let hash = flow_hash(&pkt.key, cfg.hash_seed);
     let len = (ctx.data_end() - ctx.data()) as u64;
     count(&STATS_BACKEND, f.backend, len);
@@ -678,6 +689,10 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Verdict {
     if (v4 && ty == ICMP_ECHO_REQUEST) || (!v4 && ty == ICMPV6_ECHO_REQUEST) {
         if !is_vip(&pkt.key) {
             return Err(pass(reason::PASS_NOT_VIP));
+        }
+        if for_other_host(ctx, &config()) {
+            // Fail open: the host the frame is for answers it (see `forward`).
+            return Err(pass(reason::PASS_OTHER_HOST));
         }
         return fwd::echo_reply(ctx, pkt);
     }

@@ -2724,3 +2724,75 @@ fn frames_for_another_hosts_mac_pass_untouched() {
     let (action, _) = test_run(prog, &broadcast).unwrap();
     assert_eq!(action, XDP_TX, "group addresses are not filtered");
 }
+
+/// The other-host rule holds on every path that sends a frame, not only the one
+/// through the ring: an echo request to a VIP and the fragments of a datagram whose
+/// first fragment was for another host's MAC pass untouched as `pass_other_host` (a
+/// backup LB on a flooding bridge would otherwise answer pings the master answers
+/// too, and forward every later fragment of the master's datagrams a second time).
+#[test]
+fn echo_and_fragments_for_another_hosts_mac_pass_untouched() {
+    lb_tests::require_root();
+    let mut dp = load_world(4096);
+    let mut cfg = world_config();
+    cfg.lb_mac = LB_MAC;
+    dp.maps.config.set(0, cfg, 0).unwrap();
+    let other = |mut f: Vec<u8>| {
+        f[..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 0x99]);
+        f
+    };
+    let ping = other(frame(&ipv4(
+        &v4h(CLIENT4, VIP4),
+        PROTO_ICMP,
+        &icmp4(
+            Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 3, seq: 4 }),
+            &payload(16),
+        ),
+    )));
+    let ping6 = other(frame(&ipv6(
+        CLIENT6,
+        VIP6,
+        64,
+        &[],
+        PROTO_ICMPV6,
+        &icmp6(
+            Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 3, seq: 4 }),
+            CLIENT6,
+            VIP6,
+            &payload(16),
+        ),
+    )));
+    let dg = udp(Ip::V4(CLIENT4), Ip::V4(VIP4), 42_001, 5000, &payload(48));
+    let piece = |off: usize, end: usize, mf: bool| {
+        let h = V4 {
+            id: 0x2001,
+            df: false,
+            mf,
+            frag_off: (off / 8) as u16,
+            ..v4h(CLIENT4, VIP4)
+        };
+        other(frame(&ipv4(&h, PROTO_UDP, &dg[off..end])))
+    };
+    let frames = [
+        ("v4 echo request", ping),
+        ("v6 echo request", ping6),
+        ("first fragment", piece(0, 24, true)),
+        ("second fragment", piece(24, 56, false)),
+    ];
+    let prog = dp.program().unwrap();
+    let mut failed = Vec::new();
+    for (what, f) in frames {
+        let before = reasons(&dp.maps.stats_reason);
+        let (action, out) = test_run(prog, &f).unwrap();
+        let after = reasons(&dp.maps.stats_reason);
+        let moved = |i: u32| after[i as usize].packets - before[i as usize].packets;
+        if action != XDP_PASS || out != f || moved(reason::PASS_OTHER_HOST) != 1 {
+            failed.push(format!(
+                "{what}: action {action}, frame {}, pass_other_host moved by {}",
+                if out == f { "unchanged" } else { "changed" },
+                moved(reason::PASS_OTHER_HOST)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
