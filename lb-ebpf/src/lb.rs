@@ -465,17 +465,20 @@ fn forward(
     } else {
         fwd::l2(ctx, b)
     };
-    // Only what actually leaves towards the backend counts as its traffic (not a
-    // "too big" answered to the client, nor a drop).
-    if let Ok((action, why)) = v
-        && action != xdp_action::XDP_DROP
-        && action != xdp_action::XDP_ABORTED
-        && why != reason::TX_ICMP_TOO_BIG
-    {
+    if sent_to_backend(&v) {
         count(&STATS_SERVICE, svc.id, len);
         count(&STATS_BACKEND, id, len);
     }
     v
+}
+
+/// Whether `v` sends the frame towards the backend: only that counts as its traffic
+/// (not a "too big" answered to the client, nor a drop).
+#[inline(always)]
+fn sent_to_backend(v: &Verdict) -> bool {
+    matches!(*v, Ok((action, why)) if action != xdp_action::XDP_DROP
+        && action != xdp_action::XDP_ABORTED
+        && why != reason::TX_ICMP_TOO_BIG)
 }
 
 #[inline(always)]
@@ -529,12 +532,15 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     };
     let hash = flow_hash(&pkt.key, cfg.hash_seed);
     let len = (ctx.data_end() - ctx.data()) as u64;
-    count(&STATS_BACKEND, f.backend, len);
-    if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
+    let v = if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
         fwd::encap(ctx, pkt, &b, hash, &cfg)
     } else {
         fwd::l2(ctx, &b)
+    };
+    if sent_to_backend(&v) {
+        count(&STATS_BACKEND, f.backend, len);
     }
+    v
 }
 
 #[inline(always)]

@@ -2796,3 +2796,45 @@ fn echo_and_fragments_for_another_hosts_mac_pass_untouched() {
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
+
+/// A following fragment counts as its backend's traffic only when it is sent there:
+/// one too big to encapsulate is answered with "fragmentation needed" and, as on the
+/// ring path (`forward`), leaves the backend's counter alone.
+#[test]
+fn fragment_answered_too_big_is_not_backend_traffic() {
+    lb_tests::require_root();
+    let dp = load_world(4096);
+    let (c4, v4) = (Ip::V4(CLIENT4), Ip::V4(VIP4));
+    let sport = 42_100;
+    let k = key(c4, v4, sport, 53, PROTO_UDP);
+    let (b, _) = ring_pick(S_V4_UDP53_ENCAP, &k);
+    let dg = udp(c4, v4, sport, 53, &payload(1600));
+    let piece = |off: usize, end: usize, mf: bool| {
+        let h = V4 {
+            id: 0x2101,
+            df: false,
+            mf,
+            frag_off: (off / 8) as u16,
+            ..v4h(CLIENT4, VIP4)
+        };
+        frame(&ipv4(&h, PROTO_UDP, &dg[off..end]))
+    };
+    let first = piece(0, 24, true);
+    let big = piece(24, dg.len(), false);
+    let prog = dp.program().unwrap();
+    let backend_packets = || sum(&dp.maps.stats_backend.get(&b, 0).unwrap()).packets;
+    let (action, _) = test_run(prog, &first).unwrap();
+    assert_eq!(action, XDP_TX, "the first fragment is encapsulated");
+    let before = backend_packets();
+    let (action, out) = test_run(prog, &big).unwrap();
+    assert_eq!(
+        (action, out),
+        (XDP_TX, frag_needed_out(&big, (ENCAP_MTU - 20) as u16)),
+        "a following fragment too big to encapsulate is answered"
+    );
+    assert_eq!(
+        backend_packets(),
+        before,
+        "backend {b} counted a fragment it was never sent"
+    );
+}
