@@ -74,6 +74,11 @@ pub struct Packet {
     pub frag_id: u32,
     pub is_frag: bool,
     pub first_frag: bool,
+    /// The protocol every fragment of the datagram names alike (the fragment table's
+    /// key): the IPv4 protocol, or the Next Header of the IPv6 Fragment header, which
+    /// names the first header of the fragmentable part (RFC 8200 section 4.5), maybe
+    /// a destination options header before the upper layer.
+    pub frag_proto: u8,
 }
 
 #[inline(always)]
@@ -100,11 +105,13 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
     if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
         return icmp(ctx, &mut pkt);
     }
-    if proto != PROTO_TCP && proto != PROTO_UDP {
-        return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
-    }
+    // Before the protocol check: a later IPv6 fragment names only the first header
+    // of the fragmentable part, which may be an extension header before TCP or UDP.
     if pkt.is_frag && !pkt.first_frag {
         return follow_fragment(ctx, &pkt);
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
     }
     // Ports: both TCP and UDP start with them.
     let ports = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
@@ -487,7 +494,7 @@ fn frag_key(pkt: &Packet) -> FragKey {
         src_be: pkt.key.src_be,
         dst_be: pkt.key.dst_be,
         id: pkt.frag_id,
-        proto: pkt.key.proto,
+        proto: pkt.frag_proto,
         family: pkt.key.family,
         _pad: [0; 2],
     }
@@ -499,6 +506,12 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     let cfg = config();
     // SAFETY: copied out at once.
     let Some(f) = (unsafe { FRAGS.get(&fk) }).copied() else {
+        let l4 = pkt.key.proto == PROTO_TCP || pkt.key.proto == PROTO_UDP;
+        if !l4 {
+            // Not a datagram the LB steers (or one whose protocol this fragment does
+            // not say): as its unfragmented packets, it passes.
+            return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
+        }
         if is_vip(&pkt.key) {
             if for_other_host(ctx, &cfg) {
                 // Fail open: the datagram is another host's (see `forward`).
@@ -584,6 +597,7 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
         frag_id: u32::from(be16(ip.id)),
         is_frag: more || offset != 0,
         first_frag: offset == 0,
+        frag_proto: ip.proto,
     })
 }
 
@@ -621,6 +635,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
     };
     let mut off = ETH_LEN + Ipv6Hdr::LEN;
     let mut pkt_frag = (0u32, false, true);
+    let mut frag_proto = 0;
     // Walk the extension headers we understand (RFC 8200 section 4); anything else
     // past them is the upper layer, or something we refuse below.
     for _ in 0..MAX_EXT_HEADERS {
@@ -641,6 +656,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
             // SAFETY: bounds checked.
             let h = unsafe { *h };
             key.proto = h[0];
+            frag_proto = h[0];
             let off_m = u16::from_be_bytes([h[2], h[3]]);
             let offset = off_m >> 3;
             let more = off_m & 1 != 0;
@@ -650,15 +666,23 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
                 offset == 0,
             );
             off += 8;
+            if offset != 0 {
+                // A later fragment: what follows is the middle of the datagram, not
+                // headers (a destination options header after the Fragment header
+                // is in the first fragment only).
+                break;
+            }
         } else {
             break;
         }
     }
     let next = key.proto;
-    if next == NEXTHDR_HOP
-        || next == NEXTHDR_DEST
-        || next == NEXTHDR_ROUTING
-        || next == NEXTHDR_FRAGMENT
+    let later_frag = pkt_frag.1 && !pkt_frag.2;
+    if !later_frag
+        && (next == NEXTHDR_HOP
+            || next == NEXTHDR_DEST
+            || next == NEXTHDR_ROUTING
+            || next == NEXTHDR_FRAGMENT)
     {
         // More extension headers than we walk: refuse deliberately.
         return Err(pass_not_vip_or(&key, reason::PASS_UNSUPPORTED));
@@ -674,6 +698,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
         frag_id: pkt_frag.0,
         is_frag: pkt_frag.1,
         first_frag: pkt_frag.2,
+        frag_proto,
     })
 }
 

@@ -973,6 +973,61 @@ fn fragment_rows(t: &mut Vec<Fixture>, ports: &mut Ports) {
             .via(b),
     );
 
+    // RFC 8200 puts destination options for the final destination after the Fragment
+    // header, in the fragmentable part: only the first fragment carries them, and a
+    // later fragment's Fragment header names them (60), not UDP.
+    let sport = ports.next();
+    let k = key(Ip::V6(CLIENT6), Ip::V6(VIP6), sport, 6000, PROTO_UDP);
+    let (b, _) = ring_pick(S_V6_UDP_ALL_ENCAP, &k);
+    let dg = udp(Ip::V6(CLIENT6), Ip::V6(VIP6), sport, 6000, &payload(40));
+    let id = 0xabc002;
+    let f1 = frame(&ipv6(
+        CLIENT6,
+        VIP6,
+        64,
+        &[
+            Ext::Frag {
+                off: 0,
+                more: true,
+                id,
+            },
+            Ext::Raw(EXT_DEST, padn6()),
+        ],
+        PROTO_UDP,
+        &dg[..24],
+    ));
+    // The fragmentable part is the 8-byte options header and the datagram: the
+    // second fragment starts at byte 8 + 24 = 32 of it.
+    let f2 = frame(&ipv6(
+        CLIENT6,
+        VIP6,
+        64,
+        &[Ext::Frag {
+            off: 4,
+            more: false,
+            id,
+        }],
+        EXT_DEST,
+        &dg[24..],
+    ));
+    t.push(forwarded_on_miss(
+        "v6 fragments with destination options after the Fragment header: the first picks the backend",
+        f1,
+        S_V6_UDP_ALL_ENCAP,
+        k,
+    ));
+    let h0 = flow_hash(&key(Ip::V6(CLIENT6), Ip::V6(VIP6), 0, 0, EXT_DEST), SEED);
+    let out = encap_out(&f2, b, h0);
+    t.push(
+        Fixture::new(
+            "v6 fragments with destination options after the Fragment header: the second follows (its payload is not read as headers)",
+            f2,
+        )
+        .tx(reason::TX_ENCAP, out)
+        .events(&[reason::EVENT_FRAG_FOLLOWED])
+        .via(b),
+    );
+
     let h = V4 {
         id: 0x1003,
         df: false,
