@@ -171,7 +171,7 @@ fn bounce_eth(ctx: &XdpContext) -> Result<(), (u32, u32)> {
 
 /// ICMP echo request to a VIP -> echo reply from the VIP, sent back out (XDP_TX).
 /// Swapping addresses keeps the IPv4 header and ICMPv6 pseudo-header sums unchanged; the
-/// type byte changes, which an incremental update covers (RFC 1624).
+/// type byte and the IPv4 TTL change, which incremental updates cover (RFC 1624).
 #[inline(always)]
 pub fn echo_reply(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     bounce_eth(ctx)?;
@@ -180,6 +180,13 @@ pub fn echo_reply(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         // SAFETY: bounds checked.
         unsafe {
             core::mem::swap(&mut (*ip).src_addr, &mut (*ip).dst_addr);
+            // A reply starts with a fresh TTL (as the kernel's does), not what was left
+            // of the request's: one that arrived with TTL 1 would die at the first
+            // router. TTL and protocol share a 16-bit word of the header checksum.
+            let old = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).ttl = 64;
+            let new = u16::from_be_bytes([(*ip).ttl, (*ip).proto]);
+            (*ip).check = csum_replace16(u16::from_be_bytes((*ip).check), old, new).to_be_bytes();
         }
     } else {
         let ip = ptr_at::<Ipv6Hdr>(ctx, ETH_LEN).ok_or(pass(reason::PASS_MALFORMED))?;

@@ -74,6 +74,11 @@ pub struct Packet {
     pub frag_id: u32,
     pub is_frag: bool,
     pub first_frag: bool,
+    /// The protocol every fragment of the datagram names alike (the fragment table's
+    /// key): the IPv4 protocol, or the Next Header of the IPv6 Fragment header, which
+    /// names the first header of the fragmentable part (RFC 8200 section 4.5), maybe
+    /// a destination options header before the upper layer.
+    pub frag_proto: u8,
 }
 
 #[inline(always)]
@@ -100,11 +105,13 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
     if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
         return icmp(ctx, &mut pkt);
     }
-    if proto != PROTO_TCP && proto != PROTO_UDP {
-        return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
-    }
+    // Before the protocol check: a later IPv6 fragment names only the first header
+    // of the fragmentable part, which may be an extension header before TCP or UDP.
     if pkt.is_frag && !pkt.first_frag {
         return follow_fragment(ctx, &pkt);
+    }
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
     }
     // Ports: both TCP and UDP start with them.
     let ports = ptr_at::<[u8; 4]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
@@ -112,14 +119,29 @@ fn try_lb(ctx: &XdpContext) -> Verdict {
     let ports = unsafe { wide::load32(ports.cast()) };
     pkt.key.sport_be = ports as u16;
     pkt.key.dport_be = (ports >> 16) as u16;
+    // The L4 header must lie inside the IP packet: bytes past its length (Ethernet
+    // padding) are no header, and the backend's stack drops a TCP header shorter than
+    // 20 bytes or than its data offset, and a UDP length the packet does not hold.
+    // Fail open, like every other malformed packet: the LB never forwards them.
+    let l4_len = (ETH_LEN + pkt.ip_len).saturating_sub(pkt.l4_off);
     let mut syn = false;
     if proto == PROTO_TCP {
-        let flags = ptr_at::<[u8; 14]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
-        // SAFETY: bounds checked; byte 13 holds CWR..FIN.
-        let f = unsafe { (*flags)[13] };
+        let h = ptr_at::<[u8; 20]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
+        // SAFETY: bounds checked; byte 12 holds the data offset, byte 13 CWR..FIN.
+        let (doff, f) = unsafe { ((*h)[12] >> 4, (*h)[13]) };
+        let doff = usize::from(doff) * 4;
+        if doff < 20 || doff > l4_len {
+            return Err(pass(reason::PASS_MALFORMED));
+        }
         syn = f & 0x02 != 0 && f & 0x10 == 0;
-    } else if ptr_at::<[u8; 8]>(ctx, pkt.l4_off).is_none() {
-        return Err(pass(reason::PASS_MALFORMED));
+    } else {
+        let h = ptr_at::<[u8; 8]>(ctx, pkt.l4_off).ok_or(pass(reason::PASS_MALFORMED))?;
+        // SAFETY: bounds checked; bytes 4-5 hold the UDP length.
+        let ulen = usize::from(be16(unsafe { [(*h)[4], (*h)[5]] }));
+        // A first fragment's UDP length counts the whole datagram, not this fragment.
+        if l4_len < 8 || ulen < 8 || (!pkt.is_frag && ulen > l4_len) {
+            return Err(pass(reason::PASS_MALFORMED));
+        }
     }
     let cacheable = proto == PROTO_TCP && !pkt.is_frag;
     // One set per packet, in this CPU's region: looked up for established TCP, filled
@@ -247,7 +269,8 @@ fn fill_flow_cache(set: u32, key: &FlowKey, backend: u32, svc: &Service, hash: u
 }
 
 /// Whether the frame is unicast to a MAC other than this LB's (see `Config::lb_mac`).
-/// Checked only before forwarding, where the header is at hand anyway: inserted at the
+/// Checked only before a frame is sent (forwarding, a following fragment, an echo
+/// reply), where the header is at hand anyway: inserted at the
 /// top of `try_lb`, LLVM's register allocation changed into a shape the verifier
 /// rejects (32-bit packet pointers widened by shifts).
 #[inline(always)]
@@ -449,17 +472,20 @@ fn forward(
     } else {
         fwd::l2(ctx, b)
     };
-    // Only what actually leaves towards the backend counts as its traffic (not a
-    // "too big" answered to the client, nor a drop).
-    if let Ok((action, why)) = v
-        && action != xdp_action::XDP_DROP
-        && action != xdp_action::XDP_ABORTED
-        && why != reason::TX_ICMP_TOO_BIG
-    {
+    if sent_to_backend(&v) {
         count(&STATS_SERVICE, svc.id, len);
         count(&STATS_BACKEND, id, len);
     }
     v
+}
+
+/// Whether `v` sends the frame towards the backend: only that counts as its traffic
+/// (not a "too big" answered to the client, nor a drop).
+#[inline(always)]
+fn sent_to_backend(v: &Verdict) -> bool {
+    matches!(*v, Ok((action, why)) if action != xdp_action::XDP_DROP
+        && action != xdp_action::XDP_ABORTED
+        && why != reason::TX_ICMP_TOO_BIG)
 }
 
 #[inline(always)]
@@ -468,7 +494,7 @@ fn frag_key(pkt: &Packet) -> FragKey {
         src_be: pkt.key.src_be,
         dst_be: pkt.key.dst_be,
         id: pkt.frag_id,
-        proto: pkt.key.proto,
+        proto: pkt.frag_proto,
         family: pkt.key.family,
         _pad: [0; 2],
     }
@@ -477,9 +503,20 @@ fn frag_key(pkt: &Packet) -> FragKey {
 #[inline(always)]
 fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
     let fk = frag_key(pkt);
+    let cfg = config();
     // SAFETY: copied out at once.
     let Some(f) = (unsafe { FRAGS.get(&fk) }).copied() else {
+        let l4 = pkt.key.proto == PROTO_TCP || pkt.key.proto == PROTO_UDP;
+        if !l4 {
+            // Not a datagram the LB steers (or one whose protocol this fragment does
+            // not say): as its unfragmented packets, it passes.
+            return Err(pass_not_vip_or(&pkt.key, reason::PASS_UNSUPPORTED));
+        }
         if is_vip(&pkt.key) {
+            if for_other_host(ctx, &cfg) {
+                // Fail open: the datagram is another host's (see `forward`).
+                return Err(pass(reason::PASS_OTHER_HOST));
+            }
             // A rare event: logged through aya-log (a ring buffer the controller
             // drains), never on the forwarding path.
             aya_log_ebpf::debug!(ctx, "orphan fragment id {} dropped", fk.id);
@@ -487,6 +524,12 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         }
         return Err(pass(reason::PASS_NOT_VIP));
     };
+    // The first fragment was recorded before `forward` looked at the MAC: a datagram
+    // unicast to another host (a backup LB on a flooding bridge) is that host's to
+    // forward, every fragment of it. Fail open.
+    if for_other_host(ctx, &cfg) {
+        return Err(pass(reason::PASS_OTHER_HOST));
+    }
     // The backend may have gone since the first fragment: then the datagram is lost
     // anyway (fail closed).
     let b = match BACKENDS.get(f.backend) {
@@ -500,15 +543,17 @@ fn follow_fragment(ctx: &XdpContext, pkt: &Packet) -> Verdict {
         ring_slot: 0,
         ring_size: 0,
     };
-    let cfg = config();
     let hash = flow_hash(&pkt.key, cfg.hash_seed);
     let len = (ctx.data_end() - ctx.data()) as u64;
-    count(&STATS_BACKEND, f.backend, len);
-    if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
+    let v = if svc.flags & lb_common::SVC_MODE_MASK == lb_common::SVC_MODE_ENCAP {
         fwd::encap(ctx, pkt, &b, hash, &cfg)
     } else {
         fwd::l2(ctx, &b)
+    };
+    if sent_to_backend(&v) {
+        count(&STATS_BACKEND, f.backend, len);
     }
+    v
 }
 
 #[inline(always)]
@@ -552,6 +597,7 @@ fn parse_v4(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
         frag_id: u32::from(be16(ip.id)),
         is_frag: more || offset != 0,
         first_frag: offset == 0,
+        frag_proto: ip.proto,
     })
 }
 
@@ -589,6 +635,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
     };
     let mut off = ETH_LEN + Ipv6Hdr::LEN;
     let mut pkt_frag = (0u32, false, true);
+    let mut frag_proto = 0;
     // Walk the extension headers we understand (RFC 8200 section 4); anything else
     // past them is the upper layer, or something we refuse below.
     for _ in 0..MAX_EXT_HEADERS {
@@ -609,6 +656,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
             // SAFETY: bounds checked.
             let h = unsafe { *h };
             key.proto = h[0];
+            frag_proto = h[0];
             let off_m = u16::from_be_bytes([h[2], h[3]]);
             let offset = off_m >> 3;
             let more = off_m & 1 != 0;
@@ -618,15 +666,23 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
                 offset == 0,
             );
             off += 8;
+            if offset != 0 {
+                // A later fragment: what follows is the middle of the datagram, not
+                // headers (a destination options header after the Fragment header
+                // is in the first fragment only).
+                break;
+            }
         } else {
             break;
         }
     }
     let next = key.proto;
-    if next == NEXTHDR_HOP
-        || next == NEXTHDR_DEST
-        || next == NEXTHDR_ROUTING
-        || next == NEXTHDR_FRAGMENT
+    let later_frag = pkt_frag.1 && !pkt_frag.2;
+    if !later_frag
+        && (next == NEXTHDR_HOP
+            || next == NEXTHDR_DEST
+            || next == NEXTHDR_ROUTING
+            || next == NEXTHDR_FRAGMENT)
     {
         // More extension headers than we walk: refuse deliberately.
         return Err(pass_not_vip_or(&key, reason::PASS_UNSUPPORTED));
@@ -642,6 +698,7 @@ fn parse_v6(ctx: &XdpContext) -> Result<Packet, (u32, u32)> {
         frag_id: pkt_frag.0,
         is_frag: pkt_frag.1,
         first_frag: pkt_frag.2,
+        frag_proto,
     })
 }
 
@@ -663,6 +720,10 @@ fn icmp(ctx: &XdpContext, pkt: &mut Packet) -> Verdict {
     if (v4 && ty == ICMP_ECHO_REQUEST) || (!v4 && ty == ICMPV6_ECHO_REQUEST) {
         if !is_vip(&pkt.key) {
             return Err(pass(reason::PASS_NOT_VIP));
+        }
+        if for_other_host(ctx, &config()) {
+            // Fail open: the host the frame is for answers it (see `forward`).
+            return Err(pass(reason::PASS_OTHER_HOST));
         }
         return fwd::echo_reply(ctx, pkt);
     }

@@ -134,7 +134,8 @@ fn verify_l4(src: Ip, dst: Ip, proto: IpNumber, l4: &[u8]) -> Result<(), String>
 /// after the fixed header.
 ///
 /// Returns (offset of the upper layer in `rest`, its protocol, whether a fragment
-/// header was seen), or `None` where a header runs past `rest`.
+/// header was seen), or `None` where a header runs past `rest`. A later fragment
+/// (offset not 0) ends the walk at its Fragment header, whose Next Header is returned.
 pub fn walk_ext_headers(mut next: u8, rest: &[u8]) -> Option<(usize, u8, bool)> {
     let (mut off, mut fragment) = (0, false);
     loop {
@@ -148,9 +149,15 @@ pub fn walk_ext_headers(mut next: u8, rest: &[u8]) -> Option<(usize, u8, bool)> 
                 off += (usize::from(h[1]) + 1) * 8;
             }
             IpNumber::IPV6_FRAGMENTATION_HEADER => {
-                next = *rest.get(off)?;
+                let h = rest.get(off..off + 8)?;
+                next = h[0];
                 off += 8;
                 fragment = true;
+                if u16::from_be_bytes([h[2], h[3]]) >> 3 != 0 {
+                    // A later fragment: the rest is the middle of the fragmentable
+                    // part (headers after this one are in the first fragment only).
+                    return (off <= rest.len()).then_some((off, next, fragment));
+                }
             }
             IpNumber::AUTHENTICATION_HEADER => {
                 let h = rest.get(off..off + 2)?;
@@ -187,5 +194,8 @@ mod tests {
         assert_eq!(walk_ext_headers(60, &rest), Some((24, 6, true)));
         assert_eq!(walk_ext_headers(60, &rest[..20]), None);
         assert_eq!(walk_ext_headers(6, &rest), Some((0, 6, false)));
+        // A later fragment (offset 4) naming destination options: its payload is data.
+        let later = [60, 0, 0, 32, 0, 0, 0, 1, 0xff, 0xff, 0, 0];
+        assert_eq!(walk_ext_headers(44, &later), Some((8, 60, true)));
     }
 }

@@ -388,6 +388,27 @@ fn ipv4(h: &V4, proto: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// `ip` (an IPv4 packet) with its TTL set to `ttl` and the header checksum redone.
+fn with_ttl(ip: &[u8], ttl: u8) -> Vec<u8> {
+    let mut h = Ipv4HeaderSlice::from_slice(ip).unwrap().to_header();
+    h.time_to_live = ttl;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = ip.to_vec();
+    v[..h.header_len()].copy_from_slice(&h.to_bytes());
+    v
+}
+
+/// A frame of an IPv4 packet with its total length set to `len` (checksum redone),
+/// the bytes after it left in the frame as Ethernet padding.
+fn with_total_len(f: &[u8], len: u16) -> Vec<u8> {
+    let mut h = Ipv4HeaderSlice::from_slice(&f[14..]).unwrap().to_header();
+    h.total_len = len;
+    h.header_checksum = h.calc_header_checksum();
+    let mut v = f.to_vec();
+    v[14..14 + h.header_len()].copy_from_slice(&h.to_bytes());
+    v
+}
+
 #[derive(Clone)]
 enum Ext {
     /// Hop-by-hop (0), routing (43) or destination options (60), with its body after
@@ -952,6 +973,61 @@ fn fragment_rows(t: &mut Vec<Fixture>, ports: &mut Ports) {
             .via(b),
     );
 
+    // RFC 8200 puts destination options for the final destination after the Fragment
+    // header, in the fragmentable part: only the first fragment carries them, and a
+    // later fragment's Fragment header names them (60), not UDP.
+    let sport = ports.next();
+    let k = key(Ip::V6(CLIENT6), Ip::V6(VIP6), sport, 6000, PROTO_UDP);
+    let (b, _) = ring_pick(S_V6_UDP_ALL_ENCAP, &k);
+    let dg = udp(Ip::V6(CLIENT6), Ip::V6(VIP6), sport, 6000, &payload(40));
+    let id = 0xabc002;
+    let f1 = frame(&ipv6(
+        CLIENT6,
+        VIP6,
+        64,
+        &[
+            Ext::Frag {
+                off: 0,
+                more: true,
+                id,
+            },
+            Ext::Raw(EXT_DEST, padn6()),
+        ],
+        PROTO_UDP,
+        &dg[..24],
+    ));
+    // The fragmentable part is the 8-byte options header and the datagram: the
+    // second fragment starts at byte 8 + 24 = 32 of it.
+    let f2 = frame(&ipv6(
+        CLIENT6,
+        VIP6,
+        64,
+        &[Ext::Frag {
+            off: 4,
+            more: false,
+            id,
+        }],
+        EXT_DEST,
+        &dg[24..],
+    ));
+    t.push(forwarded_on_miss(
+        "v6 fragments with destination options after the Fragment header: the first picks the backend",
+        f1,
+        S_V6_UDP_ALL_ENCAP,
+        k,
+    ));
+    let h0 = flow_hash(&key(Ip::V6(CLIENT6), Ip::V6(VIP6), 0, 0, EXT_DEST), SEED);
+    let out = encap_out(&f2, b, h0);
+    t.push(
+        Fixture::new(
+            "v6 fragments with destination options after the Fragment header: the second follows (its payload is not read as headers)",
+            f2,
+        )
+        .tx(reason::TX_ENCAP, out)
+        .events(&[reason::EVENT_FRAG_FOLLOWED])
+        .via(b),
+    );
+
     let h = V4 {
         id: 0x1003,
         df: false,
@@ -1005,6 +1081,35 @@ fn icmp_rows(t: &mut Vec<Fixture>, ports: &mut Ports) {
         reason::TX_ICMP_ECHO,
         eth(CLIENT_MAC, LB_MAC, EtherType::IPV4, &rep),
     ));
+    // The reply starts a new life, as the kernel's and Katran's do (TTL 64), whatever
+    // was left of the request's: a request that arrived with TTL 1 would otherwise
+    // be answered with a reply the first router drops.
+    let req = ipv4(
+        &v4h(CLIENT4, VIP4),
+        PROTO_ICMP,
+        &icmp4(
+            Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 8, seq: 1 }),
+            &payload(32),
+        ),
+    );
+    let rep = ipv4(
+        &v4h(VIP4, CLIENT4),
+        PROTO_ICMP,
+        &icmp4(
+            Icmpv4Type::EchoReply(IcmpEchoHeader { id: 8, seq: 1 }),
+            &payload(32),
+        ),
+    );
+    t.push(
+        Fixture::new(
+            "v4 ICMP echo to a VIP arriving with TTL 1 is answered with TTL 64",
+            frame(&with_ttl(&req, 1)),
+        )
+        .tx(
+            reason::TX_ICMP_ECHO,
+            eth(CLIENT_MAC, LB_MAC, EtherType::IPV4, &rep),
+        ),
+    );
     let req = icmp6(
         Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 7, seq: 9 }),
         CLIENT6,
@@ -1865,6 +1970,48 @@ fn table() -> Vec<Fixture> {
         .pass(reason::PASS_MALFORMED),
     );
 
+    // The L4 header is read inside the IP packet, never from what follows it.
+    let f = tcp_frame(c4, v4, 1, 80, Tcp::Syn, 0);
+    let mut f = with_total_len(&f, 20 + 8);
+    f.resize(60, 0);
+    t.push(
+        Fixture::new(
+            "v4 TCP SYN whose IP total length ends inside the TCP header, the rest Ethernet padding, passes (malformed)",
+            f,
+        )
+        .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = tcp_frame(c4, v4, 1, 80, Tcp::Syn, 8);
+    f[14 + 20 + 12] = 0x40;
+    t.push(
+        Fixture::new("v4 TCP with data offset 4 passes (malformed)", f)
+            .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = tcp_frame(c6, v6, 1, 80, Tcp::Syn, 8);
+    f[14 + 40 + 12] = 0xf0;
+    t.push(
+        Fixture::new(
+            "v6 TCP with data offset 15, longer than the segment, passes (malformed)",
+            f,
+        )
+        .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = udp_frame(c4, v4, 1, 5353, 8);
+    f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&17u16.to_be_bytes());
+    t.push(
+        Fixture::new(
+            "v4 UDP whose length field says more than the IP payload passes (malformed)",
+            f,
+        )
+        .pass(reason::PASS_MALFORMED),
+    );
+    let mut f = udp_frame(c6, v6, 1, 6000, 8);
+    f[14 + 40 + 4..14 + 40 + 6].copy_from_slice(&7u16.to_be_bytes());
+    t.push(
+        Fixture::new("v6 UDP with a length field below 8 passes (malformed)", f)
+            .pass(reason::PASS_MALFORMED),
+    );
+
     fragment_rows(&mut t, &mut ports);
     icmp_rows(&mut t, &mut ports);
     pmtu_rows(&mut t, &mut ports);
@@ -1876,7 +2023,7 @@ fn table() -> Vec<Fixture> {
         "v4 TCP",
         &tcp_frame(c4, v4, 1, 80, Tcp::Syn, 8),
         &[14, 34, 38, 54],
-        34 + 14,
+        34 + 20,
     );
     truncation_rows(
         &mut t,
@@ -1893,7 +2040,7 @@ fn table() -> Vec<Fixture> {
         "v4 TCP with options",
         &f,
         &[14, 34, 38, 42, 58],
-        38 + 14,
+        38 + 20,
     );
     let f = frame(&ipv6(
         CLIENT6,
@@ -1908,7 +2055,7 @@ fn table() -> Vec<Fixture> {
         "v6 TCP with 2 extension headers",
         &f,
         &[14, 54, 58, 62, 66, 70, 74, 90],
-        70 + 14,
+        70 + 20,
     );
     let f = frame(&ipv6(
         CLIENT6,
@@ -2631,4 +2778,118 @@ fn frames_for_another_hosts_mac_pass_untouched() {
     broadcast[..6].copy_from_slice(&[0xff; 6]);
     let (action, _) = test_run(prog, &broadcast).unwrap();
     assert_eq!(action, XDP_TX, "group addresses are not filtered");
+}
+
+/// The other-host rule holds on every path that sends a frame, not only the one
+/// through the ring: an echo request to a VIP and the fragments of a datagram whose
+/// first fragment was for another host's MAC pass untouched as `pass_other_host` (a
+/// backup LB on a flooding bridge would otherwise answer pings the master answers
+/// too, and forward every later fragment of the master's datagrams a second time).
+#[test]
+fn echo_and_fragments_for_another_hosts_mac_pass_untouched() {
+    lb_tests::require_root();
+    let mut dp = load_world(4096);
+    let mut cfg = world_config();
+    cfg.lb_mac = LB_MAC;
+    dp.maps.config.set(0, cfg, 0).unwrap();
+    let other = |mut f: Vec<u8>| {
+        f[..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 0x99]);
+        f
+    };
+    let ping = other(frame(&ipv4(
+        &v4h(CLIENT4, VIP4),
+        PROTO_ICMP,
+        &icmp4(
+            Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 3, seq: 4 }),
+            &payload(16),
+        ),
+    )));
+    let ping6 = other(frame(&ipv6(
+        CLIENT6,
+        VIP6,
+        64,
+        &[],
+        PROTO_ICMPV6,
+        &icmp6(
+            Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 3, seq: 4 }),
+            CLIENT6,
+            VIP6,
+            &payload(16),
+        ),
+    )));
+    let dg = udp(Ip::V4(CLIENT4), Ip::V4(VIP4), 42_001, 5000, &payload(48));
+    let piece = |off: usize, end: usize, mf: bool| {
+        let h = V4 {
+            id: 0x2001,
+            df: false,
+            mf,
+            frag_off: (off / 8) as u16,
+            ..v4h(CLIENT4, VIP4)
+        };
+        other(frame(&ipv4(&h, PROTO_UDP, &dg[off..end])))
+    };
+    let frames = [
+        ("v4 echo request", ping),
+        ("v6 echo request", ping6),
+        ("first fragment", piece(0, 24, true)),
+        ("second fragment", piece(24, 56, false)),
+    ];
+    let prog = dp.program().unwrap();
+    let mut failed = Vec::new();
+    for (what, f) in frames {
+        let before = reasons(&dp.maps.stats_reason);
+        let (action, out) = test_run(prog, &f).unwrap();
+        let after = reasons(&dp.maps.stats_reason);
+        let moved = |i: u32| after[i as usize].packets - before[i as usize].packets;
+        if action != XDP_PASS || out != f || moved(reason::PASS_OTHER_HOST) != 1 {
+            failed.push(format!(
+                "{what}: action {action}, frame {}, pass_other_host moved by {}",
+                if out == f { "unchanged" } else { "changed" },
+                moved(reason::PASS_OTHER_HOST)
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// A following fragment counts as its backend's traffic only when it is sent there:
+/// one too big to encapsulate is answered with "fragmentation needed" and, as on the
+/// ring path (`forward`), leaves the backend's counter alone.
+#[test]
+fn fragment_answered_too_big_is_not_backend_traffic() {
+    lb_tests::require_root();
+    let dp = load_world(4096);
+    let (c4, v4) = (Ip::V4(CLIENT4), Ip::V4(VIP4));
+    let sport = 42_100;
+    let k = key(c4, v4, sport, 53, PROTO_UDP);
+    let (b, _) = ring_pick(S_V4_UDP53_ENCAP, &k);
+    let dg = udp(c4, v4, sport, 53, &payload(1600));
+    let piece = |off: usize, end: usize, mf: bool| {
+        let h = V4 {
+            id: 0x2101,
+            df: false,
+            mf,
+            frag_off: (off / 8) as u16,
+            ..v4h(CLIENT4, VIP4)
+        };
+        frame(&ipv4(&h, PROTO_UDP, &dg[off..end]))
+    };
+    let first = piece(0, 24, true);
+    let big = piece(24, dg.len(), false);
+    let prog = dp.program().unwrap();
+    let backend_packets = || sum(&dp.maps.stats_backend.get(&b, 0).unwrap()).packets;
+    let (action, _) = test_run(prog, &first).unwrap();
+    assert_eq!(action, XDP_TX, "the first fragment is encapsulated");
+    let before = backend_packets();
+    let (action, out) = test_run(prog, &big).unwrap();
+    assert_eq!(
+        (action, out),
+        (XDP_TX, frag_needed_out(&big, (ENCAP_MTU - 20) as u16)),
+        "a following fragment too big to encapsulate is answered"
+    );
+    assert_eq!(
+        backend_packets(),
+        before,
+        "backend {b} counted a fragment it was never sent"
+    );
 }
