@@ -533,13 +533,19 @@ impl Server {
                 version_str(req.version())
             ),
             status: 0,
-            referer: header_string(&req, header::REFERER),
-            user_agent: header_string(&req, header::USER_AGENT),
+            referer: header_bytes(&req, header::REFERER),
+            user_agent: header_bytes(&req, header::USER_AGENT),
         });
+        // If the client goes away before the answer (hyper then drops this future), the
+        // request is still logged, with nginx's 499 and no bytes.
+        let mut pending = Aborted {
+            entry,
+            state: &state,
+        };
         let mut resp = route(&state, req, info, head).await;
         resp.headers_mut()
             .insert(header::SERVER, HeaderValue::from_static("web-tier"));
-        match entry {
+        match pending.entry.take() {
             None => resp,
             Some(mut entry) => {
                 entry.status = resp.status().as_u16();
@@ -692,10 +698,9 @@ async fn drain(body: &mut Incoming, limits: BodyLimits) -> Result<(), StatusCode
     }
 }
 
-fn header_string(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
-    req.headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+/// The field's bytes as sent (a cheap clone): nginx logs them escaped byte by byte.
+fn header_bytes(req: &Request<Incoming>, name: header::HeaderName) -> Option<HeaderValue> {
+    req.headers().get(name).cloned()
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -914,6 +919,22 @@ impl<I: Transport> AsyncWrite for Guard<I> {
         match self.io.as_mut() {
             Some(io) => Pin::new(io).poll_shutdown(cx),
             None => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+/// The access log entry of a request not answered yet; written with status 499 (nginx's
+/// "client closed request") if the request is dropped before it is answered.
+struct Aborted<'a> {
+    entry: Option<AccessEntry>,
+    state: &'a State,
+}
+
+impl Drop for Aborted<'_> {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.status = 499;
+            self.state.access.write(&e, 0);
         }
     }
 }
