@@ -3,7 +3,8 @@
 //!
 //! Each line is formatted first and written with one `write` on an `O_APPEND` file, so
 //! lines from concurrent requests never interleave and an external rotator can move the
-//! file; SIGHUP reopens it (a reload builds new log handles).
+//! file; SIGUSR1 reopens it by name (nginx's logrotate contract), and so does SIGHUP (a
+//! reload builds new log handles).
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -17,7 +18,8 @@ enum Sink {
     Off,
     Stdout,
     Stderr,
-    File(Mutex<File>),
+    /// The file and the path it was opened by, for [`Sink::reopen`].
+    File(Mutex<File>, std::path::PathBuf),
 }
 
 impl Sink {
@@ -26,10 +28,22 @@ impl Sink {
             "off" => Sink::Off,
             "-" if dash_is_stderr => Sink::Stderr,
             "-" => Sink::Stdout,
-            path => Sink::File(Mutex::new(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
+            path => Sink::File(Mutex::new(Self::open_file(path.as_ref())?), path.into()),
         })
+    }
+
+    fn open_file(path: &std::path::Path) -> std::io::Result<File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// Opens the path again and writes to the new file from now on (after a rotator
+    /// moved the old one away). On error the old file stays in use.
+    fn reopen(&self) -> std::io::Result<()> {
+        if let Sink::File(f, path) = self {
+            let new = Self::open_file(path)?;
+            *crate::lock(f) = new;
+        }
+        Ok(())
     }
 
     fn write_line(&self, line: &str) {
@@ -39,7 +53,7 @@ impl Sink {
             Sink::Off => Ok(()),
             Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
             Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-            Sink::File(f) => match f.lock() {
+            Sink::File(f, _) => match f.lock() {
                 Ok(mut f) => f.write_all(line.as_bytes()),
                 Err(_) => Ok(()),
             },
@@ -65,10 +79,10 @@ pub struct AccessEntry {
     pub request_line: String,
     /// Response status.
     pub status: u16,
-    /// `Referer`, if any.
-    pub referer: Option<String>,
-    /// `User-Agent`, if any.
-    pub user_agent: Option<String>,
+    /// `Referer`, if any, as the client sent it (logged byte by byte, escaped).
+    pub referer: Option<http::HeaderValue>,
+    /// `User-Agent`, if any, as the client sent it.
+    pub user_agent: Option<http::HeaderValue>,
 }
 
 impl AccessLog {
@@ -80,6 +94,11 @@ impl AccessLog {
     /// Whether lines are discarded (so callers can skip building them).
     pub fn is_off(&self) -> bool {
         self.0.is_off()
+    }
+
+    /// Reopens the file by its path (SIGUSR1, after a rotator moved it).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        self.0.reopen()
     }
 
     /// Writes `$remote_addr - $remote_user [$time_local] "$request" $status
@@ -94,26 +113,28 @@ impl AccessLog {
             "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"",
             e.remote.ip(),
             clf_time(e.time),
-            escape(&e.request_line),
+            escape(e.request_line.as_bytes()),
             e.status,
             body_bytes,
-            escape(e.referer.as_deref().unwrap_or("-")),
-            escape(e.user_agent.as_deref().unwrap_or("-")),
+            escape(e.referer.as_ref().map_or(b"-", |v| v.as_bytes())),
+            escape(e.user_agent.as_ref().map_or(b"-", |v| v.as_bytes())),
         );
         self.0.write_line(&line);
     }
 }
 
 /// nginx escapes `"`, `\` and non-printable bytes as `\xHH` so a request cannot forge
-/// log fields.
-fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+/// log fields. It works on bytes: a header byte beyond ASCII is logged as itself
+/// escaped (`\xE9`), whatever the encoding.
+fn escape(s: &[u8]) -> std::borrow::Cow<'_, str> {
+    if s.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
     {
-        return s.into();
+        // All printable ASCII, checked just above.
+        return String::from_utf8_lossy(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
-    for b in s.bytes() {
+    for &b in s {
         if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
             out.push(b as char);
         } else {
@@ -141,6 +162,11 @@ impl ErrorLog {
     /// Opens `spec`: a path, `-` for stderr, or `off`.
     pub fn open(spec: &str) -> std::io::Result<Self> {
         Sink::open(spec, true).map(Self)
+    }
+
+    /// Reopens the file by its path (SIGUSR1, after a rotator moved it).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        self.0.reopen()
     }
 
     /// Writes `{"time":..,"level":..,"msg":..,<fields>}`.
@@ -224,7 +250,8 @@ mod tests {
 
     #[test]
     fn escapes_quotes_and_controls() {
-        assert_eq!(escape("GET / HTTP/1.1"), "GET / HTTP/1.1");
-        assert_eq!(escape("a\"b\\c\x01"), "a\\x22b\\x5Cc\\x01");
+        assert_eq!(escape(b"GET / HTTP/1.1"), "GET / HTTP/1.1");
+        assert_eq!(escape(b"a\"b\\c\x01"), "a\\x22b\\x5Cc\\x01");
+        assert_eq!(escape(b"a\xe9"), "a\\xE9");
     }
 }

@@ -1,7 +1,8 @@
 //! `web-tier --config FILE [--check]`: run the web tier, or only validate its config.
 //!
 //! Signals: SIGHUP re-reads the file and applies it (an invalid file is logged and the
-//! running configuration kept); SIGTERM or SIGINT stop accepting and drain.
+//! running configuration kept); SIGUSR1 reopens the log files (logrotate's nginx
+//! contract); SIGTERM, SIGINT or SIGQUIT (nginx's graceful stop) stop accepting and drain.
 
 use std::path::PathBuf;
 
@@ -57,6 +58,8 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut quit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let reloader = server.clone();
     tokio::spawn(async move {
@@ -66,8 +69,13 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
                     Ok(()) => log::info!("reloaded {}", path.display()),
                     Err(e) => log::error!("reload of {} failed, keeping the old configuration: {e}", path.display()),
                 },
+                _ = usr1.recv() => match reloader.reopen_logs() {
+                    Ok(()) => log::info!("reopened the log files"),
+                    Err(e) => log::error!("reopening the log files failed, still writing to the old ones: {e}"),
+                },
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = quit.recv() => break,
             }
         }
         log::info!("draining");

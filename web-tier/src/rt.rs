@@ -106,6 +106,8 @@ pub struct Drain {
     next_id: AtomicU64,
     /// The waker of every watched connection's task, by watcher id.
     wakers: Mutex<HashMap<u64, Waker>>,
+    /// For connections not handed to hyper yet ([`Drain::started`]).
+    notify: tokio::sync::Notify,
 }
 
 impl Drain {
@@ -115,6 +117,22 @@ impl Drain {
         self.started.store(true, Ordering::SeqCst);
         for w in lock(&self.wakers).values() {
             w.wake_by_ref();
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Completes once draining has started: for a connection still in its TLS handshake
+    /// or waiting for its first byte, which has no request to finish.
+    pub async fn started(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the flag is read, so a start in between still wakes us.
+            notified.as_mut().enable();
+            if self.started.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
         }
     }
 

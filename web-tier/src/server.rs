@@ -8,6 +8,9 @@
 //! with, and keep-alive connections pick up the new one on their next request. SIGTERM
 //! stops accepting, asks every connection to finish its current request (HTTP/1 closes
 //! after the response, HTTP/2 sends GOAWAY), and waits up to `limits.drain_timeout`.
+//! A connection still in its TLS handshake or that has sent nothing yet has no request
+//! to finish: it is closed at once. TLS settings are part of the state, so a reload
+//! serves a renewed certificate to the connections accepted after it.
 //!
 //! # Protocol selection
 //! Plain TCP: the first bytes decide between HTTP/1.1 and prior-knowledge h2c (the
@@ -58,6 +61,9 @@ pub struct State {
     default_vhost: usize,
     limits: Limits,
     listen: Vec<Listen>,
+    /// The TLS settings of each TLS `[[listen]]`, by its configured address: loaded with
+    /// the rest, so SIGHUP serves a renewed certificate.
+    tls: Vec<(SocketAddr, Arc<rustls::ServerConfig>)>,
     access: AccessLog,
     elog: ErrorLog,
 }
@@ -140,7 +146,16 @@ impl State {
             path: spec.into(),
             source: io::Error::other("cannot open"),
         };
+        let mut tls = Vec::new();
+        for (i, l) in config.listen.iter().enumerate() {
+            if let Some(files) = &l.tls {
+                let cfg =
+                    load_tls(files).map_err(|e| Error::Tls(format!("listen[{i}].tls: {e}")))?;
+                tls.push((l.addr, cfg));
+            }
+        }
         Ok(Self {
+            tls,
             default_vhost: config.servers.iter().position(|s| s.default).unwrap_or(0),
             vhosts,
             limits: config.limits.clone(),
@@ -257,6 +272,34 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(cfg))
 }
 
+/// Where a TLS listener's settings come from.
+enum TlsSource {
+    /// Given by the embedder ([`Server::serve`]).
+    Fixed(Arc<rustls::ServerConfig>),
+    /// The running configuration's `[[listen]]` with this address, so a reload's
+    /// certificate serves the connections accepted after it; `initial` (what it was
+    /// bound with) if that configuration has none, as when [`Server::run`] was given
+    /// another configuration than the server's.
+    Listen {
+        addr: SocketAddr,
+        initial: Arc<rustls::ServerConfig>,
+    },
+}
+
+impl TlsSource {
+    fn acceptor(&self, state: &State) -> tokio_rustls::TlsAcceptor {
+        let cfg = match self {
+            TlsSource::Fixed(cfg) => cfg,
+            TlsSource::Listen { addr, initial } => state
+                .tls
+                .iter()
+                .find(|(a, _)| a == addr)
+                .map_or(initial, |(_, cfg)| cfg),
+        };
+        tokio_rustls::TlsAcceptor::from(cfg.clone())
+    }
+}
+
 /// A server whose configuration can be swapped while it runs.
 #[derive(Clone)]
 pub struct Server {
@@ -280,11 +323,13 @@ impl Server {
     /// the old one. On error the old configuration stays. Listener changes need a
     /// restart (sockets are not re-bound), and are reported in the error log.
     pub fn reload(&self, config: &Config) -> Result<(), Error> {
-        let new = State::build(config)?;
+        let mut new = State::build(config)?;
         let old = self.current();
+        // Certificates and keys of a TLS listener are reloaded; which sockets there are,
+        // and whether each speaks TLS, is fixed at start.
         let addrs = |l: &[Listen]| {
             l.iter()
-                .map(|l| (l.addr, l.tls.clone()))
+                .map(|l| (l.addr, l.tls.is_some()))
                 .collect::<Vec<_>>()
         };
         if addrs(&old.listen) != addrs(&new.listen) {
@@ -293,10 +338,36 @@ impl Server {
                 "listener changes need a restart; kept the old sockets",
                 &[],
             );
+            // What is bound stays what the next reload is compared with, and a TLS
+            // socket the new file drops keeps its certificate.
+            new.listen = old.listen.clone();
+            for (addr, cfg) in &old.tls {
+                if !new.tls.iter().any(|(a, _)| a == addr) {
+                    new.tls.push((*addr, cfg.clone()));
+                }
+            }
         }
         new.elog.log(Level::Info, "configuration reloaded", &[]);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         Ok(())
+    }
+
+    /// Reopens the access and error log files by name (what SIGUSR1 does, after a
+    /// rotator moved them). A file that cannot be opened keeps its old one.
+    pub fn reopen_logs(&self) -> Result<(), Error> {
+        let state = self.current();
+        let access = state.access.reopen();
+        let error = state.elog.reopen();
+        for (field, r) in [("log.access", &access), ("log.error", &error)] {
+            if let Err(e) = r {
+                state.elog.log(
+                    Level::Error,
+                    "cannot reopen a log file; still writing to the old one",
+                    &[("field", &field), ("error", e)],
+                );
+            }
+        }
+        access.and(error).map_err(Error::Io)
     }
 
     /// Re-reads a configuration file and applies it (what SIGHUP does). A failure is
@@ -333,13 +404,16 @@ impl Server {
                 })?;
             bound.push(listener.local_addr()?);
             let tls = match &l.tls {
-                Some(files) => Some(load_tls(files).map_err(Error::Tls)?),
+                Some(files) => Some(TlsSource::Listen {
+                    addr: l.addr,
+                    initial: load_tls(files).map_err(Error::Tls)?,
+                }),
                 None => None,
             };
             let this = self.clone();
             let mut rx = rx.clone();
             set.spawn(async move {
-                this.serve(listener, tls, async move {
+                this.serve_with(listener, tls, async move {
                     let _ = rx.wait_for(|stop| *stop).await;
                 })
                 .await
@@ -368,7 +442,16 @@ impl Server {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        self.serve_with(listener, tls.map(TlsSource::Fixed), shutdown)
+            .await
+    }
+
+    async fn serve_with(
+        &self,
+        listener: TcpListener,
+        tls: Option<TlsSource>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let drain = Arc::new(Drain::default());
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
@@ -389,13 +472,17 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let this = self.clone();
                     let drain = drain.clone();
-                    let acceptor = acceptor.clone();
+                    let state = this.current();
+                    let acceptor = tls.as_ref().map(|t| t.acceptor(&state));
                     conns.spawn(async move {
-                        let state = this.current();
                         let timeout = state.limits.header_timeout;
                         match acceptor {
                             None => this.connection(stream, remote, false, None, &drain).await,
-                            Some(acc) => match tokio::time::timeout(timeout, acc.accept(stream)).await {
+                            Some(acc) => match tokio::select! {
+                                r = tokio::time::timeout(timeout, acc.accept(stream)) => r,
+                                // No request yet, so nothing to finish.
+                                () = drain.started() => return,
+                            } {
                                 Ok(Ok(tls)) => {
                                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                                     this.connection(tls, remote, true, Some(h2), &drain).await
@@ -443,8 +530,11 @@ impl Server {
         let mut prefix = Vec::new();
         let h2 = match h2 {
             Some(h2) => h2,
-            None => match tokio::time::timeout(limits.header_timeout, sniff(&mut io, &mut prefix))
-                .await
+            None => match tokio::time::timeout(
+                limits.header_timeout,
+                sniff(&mut io, &mut prefix, drain),
+            )
+            .await
             {
                 Ok(Ok(v)) => v,
                 Ok(Err(_)) => return,
@@ -533,13 +623,19 @@ impl Server {
                 version_str(req.version())
             ),
             status: 0,
-            referer: header_string(&req, header::REFERER),
-            user_agent: header_string(&req, header::USER_AGENT),
+            referer: header_bytes(&req, header::REFERER),
+            user_agent: header_bytes(&req, header::USER_AGENT),
         });
+        // If the client goes away before the answer (hyper then drops this future), the
+        // request is still logged, with nginx's 499 and no bytes.
+        let mut pending = Aborted {
+            entry,
+            state: &state,
+        };
         let mut resp = route(&state, req, info, head).await;
         resp.headers_mut()
             .insert(header::SERVER, HeaderValue::from_static("web-tier"));
-        match entry {
+        match pending.entry.take() {
             None => resp,
             Some(mut entry) => {
                 entry.status = resp.status().as_u16();
@@ -692,10 +788,9 @@ async fn drain(body: &mut Incoming, limits: BodyLimits) -> Result<(), StatusCode
     }
 }
 
-fn header_string(req: &Request<Incoming>, name: header::HeaderName) -> Option<String> {
-    req.headers()
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+/// The field's bytes as sent (a cheap clone): nginx logs them escaped byte by byte.
+fn header_bytes(req: &Request<Incoming>, name: header::HeaderName) -> Option<HeaderValue> {
+    req.headers().get(name).cloned()
 }
 
 fn version_str(v: Version) -> &'static str {
@@ -750,12 +845,24 @@ async fn write_408<I: AsyncWrite + Unpin>(io: &mut I) -> io::Result<()> {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Reads until the bytes either are the h2 preface or cannot be; returns whether they
-/// are. The bytes read are left in `buf` to be replayed to the protocol handler.
-async fn sniff<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// are. The bytes read are left in `buf` to be replayed to the protocol handler. A drain
+/// that starts before the first byte ends it with an error: no request to finish.
+async fn sniff<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    drain: &Drain,
+) -> io::Result<bool> {
     loop {
         let mut chunk = [0u8; 24];
         let want = H2_PREFACE.len() - buf.len();
-        let n = io.read(&mut chunk[..want]).await?;
+        let n = if buf.is_empty() {
+            tokio::select! {
+                n = io.read(&mut chunk[..want]) => n?,
+                () = drain.started() => return Err(io::ErrorKind::ConnectionAborted.into()),
+            }
+        } else {
+            io.read(&mut chunk[..want]).await?
+        };
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
@@ -914,6 +1021,22 @@ impl<I: Transport> AsyncWrite for Guard<I> {
         match self.io.as_mut() {
             Some(io) => Pin::new(io).poll_shutdown(cx),
             None => Poll::Ready(Err(gone())),
+        }
+    }
+}
+
+/// The access log entry of a request not answered yet; written with status 499 (nginx's
+/// "client closed request") if the request is dropped before it is answered.
+struct Aborted<'a> {
+    entry: Option<AccessEntry>,
+    state: &'a State,
+}
+
+impl Drop for Aborted<'_> {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.status = 499;
+            self.state.access.write(&e, 0);
         }
     }
 }

@@ -266,3 +266,217 @@ fn embedded_serve_api_runs_and_shuts_down() {
         server.await.unwrap().unwrap();
     });
 }
+
+/// Starts the binary and waits for the listening line; returns every bound address, in
+/// `[[listen]]` order.
+fn spawn_all(config: &Path) -> (Child, Vec<SocketAddr>) {
+    let child = Child(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let log = config.parent().unwrap().join("error.log");
+    let addrs = wait_for("the listening line in error.log", || {
+        let text = common::read_string(&log);
+        let line = text.lines().find(|l| l.contains("\"listening\""))?;
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v["addrs"]
+            .as_str()?
+            .trim_matches(['[', ']'])
+            .split(", ")
+            .map(|a| a.parse().ok())
+            .collect::<Option<Vec<SocketAddr>>>()
+    });
+    (child, addrs)
+}
+
+/// Writes a self-signed certificate for `localhost` to cert.pem / key.pem in `dir`.
+fn write_cert(dir: &Path) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+}
+
+/// curl over TLS to `addr`, trusting only `cacert`; whether it got a 200.
+fn curl_tls_ok(addr: SocketAddr, cacert: &Path) -> bool {
+    let url = format!("https://localhost:{}/", addr.port());
+    let resolve = format!("localhost:{}:{}", addr.port(), addr.ip());
+    Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "--cacert",
+        ])
+        .arg(cacert)
+        .args(["--resolve", &resolve, &url])
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn write_tls_config(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "hi").unwrap();
+    let path = dir.join("web.toml");
+    let text = r#"
+[[listen]]
+addr = "127.0.0.1:0"
+
+[[listen]]
+addr = "127.0.0.2:0"
+tls = { cert = "cert.pem", key = "key.pem" }
+
+[log]
+access = "access.log"
+error = "error.log"
+
+[limits]
+drain_timeout = "1h"
+
+[[server]]
+[[server.location]]
+prefix = "/"
+root = "www"
+"#;
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// nginx's certificate-renewal contract (certbot's deploy hook runs `nginx -s reload`):
+/// SIGHUP serves the certificate now in the configured files.
+#[test]
+fn sighup_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path());
+    let config = write_tls_config(dir.path());
+    let (child, addrs) = spawn_all(&config);
+    let tls = addrs[1];
+    let old = dir.path().join("old-cert.pem");
+    std::fs::copy(dir.path().join("cert.pem"), &old).unwrap();
+    assert!(curl_tls_ok(tls, &old));
+
+    write_cert(dir.path());
+    signal(&child, libc::SIGHUP);
+    wait_for("reload logged", || {
+        common::read_string(&dir.path().join("error.log"))
+            .contains("configuration reloaded")
+            .then_some(())
+    });
+    assert!(
+        curl_tls_ok(tls, &dir.path().join("cert.pem")),
+        "the renewed certificate is not served after SIGHUP"
+    );
+    assert!(
+        !curl_tls_ok(tls, &old),
+        "the old certificate is still served"
+    );
+
+    // A broken key on reload is refused whole: the renewed certificate stays.
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    signal(&child, libc::SIGHUP);
+    wait_for("reload failure logged", || {
+        common::read_string(&dir.path().join("error.log"))
+            .contains("reload failed")
+            .then_some(())
+    });
+    assert!(curl_tls_ok(tls, &dir.path().join("cert.pem")));
+}
+
+/// A connection that has sent nothing yet (plain, or before its TLS handshake) has no
+/// request to finish: SIGTERM closes it at once rather than waiting out the header
+/// timeout or `drain_timeout` (here an hour).
+#[test]
+fn sigterm_closes_connections_that_sent_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cert(dir.path());
+    let config = write_tls_config(dir.path());
+    let (mut child, addrs) = spawn_all(&config);
+    let mut quiet: Vec<TcpStream> = addrs
+        .iter()
+        .map(|a| TcpStream::connect(a).unwrap())
+        .collect();
+    // Make sure the server has accepted them (a request on a third connection is
+    // answered after both were queued ahead of it).
+    assert_eq!(get(addrs[0], "/").status, 200);
+    signal(&child, libc::SIGTERM);
+    let status = wait_for("exit", || child.0.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+    for s in &mut quiet {
+        s.set_read_timeout(Some(common::WAIT)).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+}
+
+/// nginx's graceful stop is SIGQUIT (`nginx -s quit`, Debian's and systemd's stop
+/// command); it must drain as SIGTERM does, not dump core with requests in flight.
+#[test]
+fn sigquit_drains_like_sigterm() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    let config = write_config(dir.path(), "www", up.addr);
+    let (mut child, addr) = spawn(&config);
+    let held = in_flight(addr, "/api/gate");
+    wait_for("request at upstream", || {
+        (up.seen.requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    });
+    signal(&child, libc::SIGQUIT);
+    wait_for("listener closed", || {
+        TcpStream::connect(addr).is_err().then_some(())
+    });
+    up.release(1);
+    let r = held.join().unwrap();
+    assert_eq!(r.status, 200);
+    let status = wait_for("exit", || child.0.try_wait().unwrap());
+    assert!(status.success(), "{status:?}");
+}
+
+/// logrotate's nginx contract: move the file, then SIGUSR1 reopens the logs by name
+/// (and the process keeps running: SIGUSR1's default action would end it).
+#[test]
+fn sigusr1_reopens_the_logs() {
+    let up = Upstream::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hi").unwrap();
+    let config = write_config(dir.path(), "www", up.addr);
+    let (mut child, addr) = spawn(&config);
+    assert_eq!(get(addr, "/").status, 200);
+    let access = dir.path().join("access.log");
+    wait_for("first line", || {
+        common::read_string(&access)
+            .contains("\"GET / HTTP/1.1\" 200")
+            .then_some(())
+    });
+    std::fs::rename(&access, dir.path().join("access.log.1")).unwrap();
+    std::fs::rename(dir.path().join("error.log"), dir.path().join("error.log.1")).unwrap();
+    signal(&child, libc::SIGUSR1);
+    wait_for("logs reopened", || {
+        (access.exists() && dir.path().join("error.log").exists()).then_some(())
+    });
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGUSR1 ended the server"
+    );
+    assert_eq!(get(addr, "/index.html").status, 200);
+    wait_for("line in the new access.log", || {
+        common::read_string(&access)
+            .contains("\"GET /index.html HTTP/1.1\" 200")
+            .then_some(())
+    });
+    assert!(
+        !common::read_string(&dir.path().join("access.log.1")).contains("/index.html"),
+        "written to the rotated file"
+    );
+}

@@ -178,3 +178,49 @@ fn slowloris_is_logged_as_408() {
     });
     assert!(log.starts_with("127.0.0.1 - - ["), "{log}");
 }
+
+/// nginx escapes each byte of a header it logs: a raw `\xE9` in User-Agent is logged as
+/// `\xE9`, not as the three bytes of U+FFFD; a Referer sent empty is `""`.
+#[test]
+fn access_log_escapes_raw_header_bytes_as_nginx_does() {
+    let up = Upstream::start("a");
+    let web = start(&up);
+    let r = request(
+        web.addr,
+        b"GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Agent: a\xe9b\"\r\nReferer: \r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let log = common::wait_for("access log line", || {
+        let t = common::read_string(&web.path("access.log"));
+        t.contains("/index.html").then_some(t)
+    });
+    let line = log.lines().find(|l| l.contains("/index.html")).unwrap();
+    assert!(
+        line.ends_with("\"GET /index.html HTTP/1.1\" 200 3 \"\" \"a\\xE9b\\x22\""),
+        "{line}"
+    );
+}
+
+/// A client that closes before its answer is logged with nginx's 499 and 0 bytes, not
+/// left out of the access log.
+#[test]
+fn request_aborted_by_the_client_is_logged_as_499() {
+    let up = Upstream::start("a");
+    let web = start(&up);
+    let mut s = TcpStream::connect(web.addr).unwrap();
+    s.write_all(b"GET /api/gate HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    common::wait_for("request at upstream", || {
+        (up.seen.requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    });
+    drop(s);
+    let log = common::wait_for("499 in access log", || {
+        let t = common::read_string(&web.path("access.log"));
+        t.contains("/api/gate").then_some(t)
+    });
+    assert!(
+        log.contains("\"GET /api/gate HTTP/1.1\" 499 0 \"-\" \"-\""),
+        "{log}"
+    );
+    up.release(1);
+}

@@ -200,3 +200,82 @@ fn h2c_prior_knowledge_with_curl_and_hyper() {
         assert_eq!(again.status(), 304);
     });
 }
+
+/// The limits HTTP/1.1 gets hold on h2 too: an oversized header list is a 431, an
+/// oversized body a 413 (declared or streamed), and neither, nor a stream the client
+/// resets, ends the connection for the streams after it.
+#[test]
+fn h2c_limits_match_http1_and_one_bad_stream_spares_the_connection() {
+    let up = Upstream::start("a");
+    let web = Web::start(
+        &format!(
+            "[log]\naccess = \"off\"\nerror = \"off\"\n[limits]\nmax_body_size = \"1k\"\nmax_header_size = \"8k\"\n[upstream.app]\nserver = [{{ addr = \"{}\" }}]\n[[server]]\n[[server.location]]\nprefix = \"/\"\nroot = \"{{dir}}\"\n[[server.location]]\nprefix = \"/api/\"\nproxy = \"app\"\n",
+            up.addr
+        ),
+        &[("alpha.txt", ALPHA)],
+    );
+    let addr = web.addr;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let uri = |p: &str| format!("http://{addr}{p}");
+        let status = |r: Result<http::Response<hyper::body::Incoming>, hyper::Error>| {
+            r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+        };
+
+        let big = "x".repeat(20 * 1024);
+        let r = sender
+            .send_request(
+                http::Request::builder()
+                    .uri(uri("/alpha.txt"))
+                    .header("x-big", big.as_str())
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status(r), Ok(431), "oversized header list");
+
+        for (path, declared) in [
+            ("/alpha.txt", true),
+            ("/api/echo", true),
+            ("/api/echo", false),
+        ] {
+            let mut req = http::Request::builder().method("POST").uri(uri(path));
+            if declared {
+                req = req.header("content-length", "4096");
+            }
+            let r = sender
+                .send_request(
+                    req.body(http_body_util::Full::new(Bytes::from(vec![b'x'; 4096])))
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(status(r), Ok(413), "{path} declared={declared}");
+        }
+
+        // A stream the client gives up on (reset) while its upstream holds it.
+        let held = sender.send_request(
+            http::Request::builder()
+                .uri(uri("/api/gate"))
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        );
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), held).await;
+
+        let r = sender
+            .send_request(
+                http::Request::builder()
+                    .uri(uri("/alpha.txt"))
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status(r), Ok(200), "the connection still serves");
+    });
+    up.release(1);
+}
