@@ -483,3 +483,79 @@ fn remove_leftovers() {
 pub fn cleanup_leftovers() {
     remove_leftovers();
 }
+
+/// Whether `name` is a harness name (`lbt-<pid>-...`, or a controller's `lb-lbt-<pid>-...`
+/// pin directory) made by process `pid`.
+fn made_by(name: &str, pid: u32) -> bool {
+    let bare = name.strip_prefix("lb-").unwrap_or(name);
+    bare.strip_prefix(NS_PREFIX)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_prefix(pid.to_string().as_str()))
+        .is_some_and(|r| r.starts_with('-'))
+}
+
+/// Removes everything this harness named for process `pid`, whether that process still
+/// runs or not: its namespaces (after killing the processes inside them), its bpffs pin
+/// directories (which detaches pinned links), its temporary directories and its
+/// controllers' admin sockets. For a process that is interrupted (SIGINT, SIGTERM) and
+/// exits without unwinding, so its guards never drop. Returns a line per thing removed.
+pub fn remove_created_by(pid: u32) -> Vec<String> {
+    let mut done = Vec::new();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if made_by(name, pid) {
+                kill_ns_pids(name);
+                let ok = Command::new("ip")
+                    .args(["netns", "del", name])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    done.push(format!("deleted namespace {name}"));
+                }
+            }
+        }
+    }
+    for dir in [
+        PathBuf::from("/sys/fs/bpf"),
+        std::env::temp_dir(),
+        PathBuf::from("/run/lb"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.filter_map(Result::ok) {
+            if !made_by(&e.file_name().to_string_lossy(), pid) {
+                continue;
+            }
+            let p = e.path();
+            let ok = if p.is_dir() {
+                std::fs::remove_dir_all(&p).is_ok()
+            } else {
+                std::fs::remove_file(&p).is_ok()
+            };
+            if ok {
+                done.push(format!("removed {}", p.display()));
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::made_by;
+
+    #[test]
+    fn made_by_matches_only_that_pid() {
+        assert!(made_by("lbt-123-4-http-sw", 123));
+        assert!(made_by("lb-lbt-123-7", 123));
+        assert!(made_by("lbt-123-0-web", 123));
+        assert!(!made_by("lbt-1234-0-web", 123));
+        assert!(!made_by("lbt-12-0-web", 123));
+        assert!(!made_by("lbt-123", 123));
+        assert!(!made_by("xlbt-123-0", 123));
+        assert!(!made_by("lb-123-0", 123));
+    }
+}
