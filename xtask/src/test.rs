@@ -1,7 +1,8 @@
 //! `cargo xtask test`: setup (installs what is missing), lint, unit tests, then every
 //! integration-test file of every package as its own suite. Prints one summary line
 //! per suite and a final `N passed, N failed` line; exits non-zero on any failure or
-//! on anything a test left behind (namespaces of the harness).
+//! on anything a test left behind (namespaces, bpffs pins, temporary directories and
+//! admin sockets of the harness, and processes).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -219,11 +220,57 @@ fn leftover_processes() -> Vec<String> {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let ours = (exe.starts_with(&target) && !exe.ends_with("xtask"))
-            || (exe.ends_with("mariadbd") && cmdline.contains("/tmp/"));
+            || (exe.ends_with("mariadbd") && cmdline.contains("/tmp/"))
+            // Peers the tests start (nginx, haproxy, keepalived, tcpdump, ...) name a
+            // file in a harness directory (`/tmp/lbt-<pid>-...`) on their command line.
+            || harness_names(&cmdline).any(creator_gone);
         if ours {
             out.push(format!("process {pid} ({})", cmdline.trim()));
         }
     }
+    out
+}
+
+/// The harness names (`lbt-<pid>-...`) inside `text`, each from `lbt-` to the next
+/// character that cannot be part of one.
+fn harness_names(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices("lbt-").filter_map(move |(i, _)| {
+        // A name starts a word or a path component.
+        let starts = i == 0 || matches!(text.as_bytes()[i - 1], b'/' | b' ' | b'=' | b'"');
+        let rest = &text[i..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len());
+        starts.then_some(&rest[..end])
+    })
+}
+
+/// Whether the PID in a harness name (`lbt-<pid>-...`) no longer runs: what such a
+/// process left is a leftover, not the work of a run still going on.
+fn creator_gone(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix("lbt-")
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    // SAFETY: signal 0 only probes for existence.
+    unsafe { libc::kill(pid, 0) != 0 }
+}
+
+/// Entries of `dir` named by the harness for a process that is gone: temporary
+/// directories with configs, logs and data, controllers' admin sockets.
+fn dead_harness_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("lbt-") && creator_gone(n))
+        .map(|n| dir.join(n).display().to_string())
+        .collect();
+    out.sort();
     out
 }
 
@@ -244,5 +291,41 @@ fn harness_leftovers() -> Vec<String> {
                 .filter(|n| n.starts_with("lbt-") || n.starts_with("lb-lbt-"))
                 .map(|n| format!("bpffs pin /sys/fs/bpf/{n}")),
         )
+        .chain(
+            dead_harness_entries(&std::env::temp_dir())
+                .into_iter()
+                .map(|p| format!("temporary directory {p}")),
+        )
+        .chain(
+            dead_harness_entries(std::path::Path::new("/run/lb"))
+                .into_iter()
+                .map(|p| format!("admin socket {p}")),
+        )
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_harness_names_in_command_lines() {
+        let cmd = "nginx -p /tmp/lbt-4242-3-http/nginx1 -e /tmp/lbt-4242-3-http/nginx1/error.log";
+        let names: Vec<&str> = harness_names(cmd).collect();
+        assert_eq!(names, ["lbt-4242-3-http", "lbt-4242-3-http"]);
+        let ka = "keepalived -n -f /tmp/lbt-7-fo-1/lb1-keepalived.conf";
+        assert_eq!(harness_names(ka).collect::<Vec<_>>(), ["lbt-7-fo-1"]);
+        assert_eq!(harness_names("sleep 600").count(), 0);
+        assert_eq!(harness_names("x --name=foolbt-1-2").count(), 0);
+    }
+
+    #[test]
+    fn creator_of_a_name() {
+        let me = std::process::id();
+        assert!(!creator_gone(&format!("lbt-{me}-0-x")));
+        assert!(!creator_gone("lbt-notapid-0"));
+        assert!(!creator_gone("other-1-2"));
+        // PIDs are at most 2^22 on Linux.
+        assert!(creator_gone("lbt-99999999-0-x"));
+    }
 }
