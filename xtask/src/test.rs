@@ -5,9 +5,11 @@
 //! admin sockets of the harness, and processes).
 
 use std::{
+    collections::BTreeSet,
+    fs::File,
     io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    time::Instant,
+    process::Command,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -20,6 +22,8 @@ struct Outcome {
     failed: u32,
     ok: bool,
     secs: f64,
+    /// What was left behind when the suite ended (namespaces, pins, processes, ...).
+    left: Vec<String>,
 }
 
 /// Packages with integration tests in `<dir>/tests/*.rs`.
@@ -33,6 +37,21 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
     crate::setup::run(false)?;
     let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let mut results = Vec::new();
+    // Checked after every suite, not once at the end: the next suite's first
+    // `Topology::new` removes the leftovers of dead processes, so a suite's holes would
+    // be filled before a final check could see them. What was there before this run
+    // (another run's crash) is not charged to any suite.
+    let mut seen: BTreeSet<String> = leftovers().into_iter().collect();
+    let mut checked = |mut o: Outcome| {
+        o.left = leftovers()
+            .into_iter()
+            .filter(|l| seen.insert(l.clone()))
+            .collect();
+        if !o.left.is_empty() {
+            println!("suite {} left behind: {}", o.name, o.left.join(" "));
+        }
+        o
+    };
 
     if !no_lint && filter.is_none() {
         results.push(step(
@@ -57,7 +76,7 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         "cargo build",
     )?;
     if wanted("unit") {
-        results.push(suite(
+        results.push(checked(suite(
             "unit",
             cargo().args([
                 "test",
@@ -67,7 +86,7 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
                 "--lib",
                 "--bins",
             ]),
-        )?);
+        )?));
     }
     for (pkg, dir) in PACKAGES {
         let tests = workspace().join(dir).join("tests");
@@ -89,26 +108,29 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         for t in files {
             let name = format!("{pkg}/{t}");
             if wanted(&name) {
-                results.push(suite(
+                results.push(checked(suite(
                     &name,
                     cargo().args(["test", "-p", pkg, "--test", &t]),
-                )?);
+                )?));
             }
         }
     }
 
-    let mut leftovers = harness_leftovers();
-    leftovers.extend(leftover_processes());
     println!("\n==> summary");
     let (mut passed, mut failed) = (0, 0);
     for r in &results {
         println!(
-            "suite {:<28} {:>4} passed {:>3} failed  {:>6.1}s  {}",
+            "suite {:<28} {:>4} passed {:>3} failed  {:>6.1}s  {}{}",
             r.name,
             r.passed,
             r.failed,
             r.secs,
-            if r.ok { "ok" } else { "FAILED" }
+            if r.ok { "ok" } else { "FAILED" },
+            if r.left.is_empty() {
+                String::new()
+            } else {
+                format!("  LEFT {} BEHIND", r.left.len())
+            }
         );
         passed += r.passed;
         failed += r.failed;
@@ -118,8 +140,13 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
         .filter(|r| !r.ok)
         .map(|r| r.name.as_str())
         .collect();
-    if !leftovers.is_empty() {
-        println!("left behind by the tests: {}", leftovers.join(" "));
+    let leaky: Vec<String> = results
+        .iter()
+        .filter(|r| !r.left.is_empty())
+        .map(|r| format!("{} ({})", r.name, r.left.join(" ")))
+        .collect();
+    if !leaky.is_empty() {
+        println!("left behind by the tests: {}", leaky.join("; "));
     }
     println!("{passed} passed, {failed} failed");
     if results.is_empty() {
@@ -128,7 +155,7 @@ pub fn run(filter: Option<&str>, no_lint: bool) -> anyhow::Result<()> {
     if !bad.is_empty() {
         bail!("failed suites: {}", bad.join(", "));
     }
-    if !leftovers.is_empty() {
+    if !leaky.is_empty() {
         bail!("the tests left namespaces, pins or processes behind: a cleanup path has a hole");
     }
     Ok(())
@@ -148,29 +175,51 @@ fn step(name: &str, cmd: &mut Command) -> anyhow::Result<Outcome> {
         failed: u32::from(!ok),
         ok,
         secs: start.elapsed().as_secs_f64(),
+        left: Vec::new(),
     })
 }
 
 /// A cargo test run: echoes its output and adds up its `test result:` lines.
+///
+/// The output goes through a file, not a pipe: a process a test leaked (nginx, a
+/// controller) inherits the test's stdout, and a pipe would not reach end-of-file
+/// until that process exits, so the runner would hang instead of reporting the leak.
+/// Here the suite ends when cargo exits.
 fn suite(name: &str, cmd: &mut Command) -> anyhow::Result<Outcome> {
     println!("==> suite {name}");
     let start = Instant::now();
+    let path = workspace()
+        .join("target")
+        .join(format!("xtask-suite-{}.out", std::process::id()));
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let mut child = cmd
-        .stdout(Stdio::piped())
+        .stdout(file)
         .spawn()
         .with_context(|| format!("running suite {name}"))?;
+    let mut reader =
+        BufReader::new(File::open(&path).with_context(|| format!("opening {}", path.display()))?);
+    let _ = std::fs::remove_file(&path);
     let (mut passed, mut failed, mut ran) = (0, 0, 0);
-    let out = child.stdout.take().context("no stdout")?;
-    for line in BufReader::new(out).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            ran += 1;
-            passed += count(rest, " passed");
-            failed += count(rest, " failed");
+    let mut line = String::new();
+    let status = loop {
+        // Polled before reading: everything cargo wrote before it exited is read below.
+        let exited = child.try_wait()?;
+        loop {
+            let n = reader.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            tally(&line, &mut passed, &mut failed, &mut ran);
+            line.clear();
         }
-    }
-    let status = child.wait()?;
+        if let Some(status) = exited {
+            if !line.is_empty() {
+                tally(&line, &mut passed, &mut failed, &mut ran);
+            }
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     // A suite that ran no test at all proves nothing: count it as a failure.
     let ok = status.success() && ran > 0 && passed > 0;
     if ran > 0 && passed == 0 && failed == 0 {
@@ -182,7 +231,19 @@ fn suite(name: &str, cmd: &mut Command) -> anyhow::Result<Outcome> {
         failed,
         ok,
         secs: start.elapsed().as_secs_f64(),
+        left: Vec::new(),
     })
+}
+
+/// Echoes one line of a suite's output and counts its `test result:` line.
+fn tally(line: &str, passed: &mut u32, failed: &mut u32, ran: &mut u32) {
+    let line = line.trim_end_matches('\n');
+    println!("{line}");
+    if let Some(rest) = line.strip_prefix("test result: ") {
+        *ran += 1;
+        *passed += count(rest, " passed");
+        *failed += count(rest, " failed");
+    }
 }
 
 /// `"ok. 3 passed; 0 failed; ..."` -> the number before `what`.
@@ -274,13 +335,22 @@ fn dead_harness_entries(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// Everything left behind right now.
+fn leftovers() -> Vec<String> {
+    let mut v = harness_leftovers();
+    v.extend(leftover_processes());
+    v
+}
+
 fn harness_leftovers() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output();
     let Ok(out) = out else { return Vec::new() };
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("lbt-"))
+        // A name whose process still runs belongs to a run in progress (another
+        // `cargo xtask test`, a demo), not to a suite of this one that ended.
+        .filter(|n| n.starts_with("lbt-") && creator_gone(n))
         .map(|n| format!("namespace {n}"))
         .chain(
             std::fs::read_dir("/sys/fs/bpf")
@@ -288,7 +358,7 @@ fn harness_leftovers() -> Vec<String> {
                 .flatten()
                 .filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("lbt-") || n.starts_with("lb-lbt-"))
+                .filter(|n| creator_gone(n.strip_prefix("lb-").unwrap_or(n)))
                 .map(|n| format!("bpffs pin /sys/fs/bpf/{n}")),
         )
         .chain(
