@@ -11,10 +11,7 @@
 //! A MariaDB server of the `app` scenario is killed with the other descendants, and its
 //! data directory removed by its harness's exit hook.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::atomic::{AtomicBool, Ordering},
-};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::bail;
 
@@ -80,84 +77,7 @@ pub fn install() -> anyhow::Result<()> {
 /// Kills every descendant of this process, then removes the harness's namespaces,
 /// pins, temporary directories and sockets named after it.
 fn cleanup() -> Vec<String> {
-    let me = std::process::id();
-    let mut done = Vec::new();
-    for pid in descendants(me) {
-        // SAFETY: kill(2) on a process whose parent chain leads to this process.
-        if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
-            done.push(format!("killed {} (PID {pid})", comm(pid)));
-        }
-    }
-    done.extend(lb_tests::remove_created_by(me));
+    let mut done = lb_tests::kill_descendants();
+    done.extend(lb_tests::remove_created_by(std::process::id()));
     done
-}
-
-/// Every process whose parent chain leads to `root` (read from /proc).
-fn descendants(root: u32) -> BTreeSet<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.filter_map(Result::ok) {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            // Zombies are dead already (killed in a first pass, not yet reaped).
-            if let Some((state, ppid)) = state_and_parent(&stat)
-                && state != "Z"
-            {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    let mut todo = vec![root];
-    while let Some(p) = todo.pop() {
-        for &c in children.get(&p).into_iter().flatten() {
-            if out.insert(c) {
-                todo.push(c);
-            }
-        }
-    }
-    out
-}
-
-/// The state and parent PID from a `/proc/<pid>/stat` line: `pid (comm) state ppid
-/// ...`, where comm may hold spaces and parentheses (so parse after the last `)`).
-fn state_and_parent(stat: &str) -> Option<(&str, u32)> {
-    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = f.next()?;
-    Some((state, f.next()?.parse().ok()?))
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parent_from_stat() {
-        assert_eq!(
-            state_and_parent("42 (nginx) S 7 42 42 0 -1"),
-            Some(("S", 7))
-        );
-        assert_eq!(state_and_parent("42 (a) b) (c) Z 9 1 1"), Some(("Z", 9)));
-        assert_eq!(state_and_parent("garbage"), None);
-    }
-
-    #[test]
-    fn finds_own_children() {
-        let mut c = std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .unwrap();
-        let found = descendants(std::process::id()).contains(&c.id());
-        let _ = c.kill();
-        let _ = c.wait();
-        assert!(found);
-    }
 }
