@@ -40,8 +40,10 @@
 //! - [`report`]: aggregation, JSON lines, console, BENCHMARKS.md
 //! - [`plot`]: the SVG charts
 //! - [`wrk`]: running wrk and reading its report
+//! - [`interrupt`]: Ctrl-C / SIGTERM remove what the run created
 
 mod ctx;
+mod interrupt;
 mod plot;
 mod report;
 mod scenarios;
@@ -67,11 +69,11 @@ use crate::{
 struct Cli {
     /// Scenarios to run (default: all). `--list` names them.
     scenarios: Vec<String>,
-    /// Rounds per scenario.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per scenario (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// One round with short runs: a smoke check of the machinery, not a measurement.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rounds")]
     quick: bool,
     /// List the scenarios and exit.
     #[arg(long)]
@@ -82,6 +84,21 @@ struct Cli {
     /// CPU to pin measured work to (default: the last one).
     #[arg(long)]
     cpu: Option<usize>,
+}
+
+/// `--cpu` must name a CPU this process may run on: `taskset` and the pinned threads
+/// would otherwise fail only once a round has built its namespaces, with a message
+/// about whatever they were starting.
+fn check_cpu(cpu: Option<usize>, ncpu: usize) -> anyhow::Result<()> {
+    if let Some(c) = cpu
+        && c >= ncpu
+    {
+        bail!(
+            "--cpu {c}: this machine has CPUs 0..={} (leave --cpu out for the last one)",
+            ncpu - 1
+        );
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,10 +124,14 @@ fn main() -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    check_cpu(cli.cpu, ncpu)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmarks load XDP programs and create network namespaces: run as root");
     }
+    // Before any thread starts or anything is created.
+    interrupt::install()?;
     let root = cli.root.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .parent()
@@ -124,8 +145,7 @@ fn main() -> anyhow::Result<()> {
             lb.display()
         );
     }
-    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rounds = if cli.quick { 1 } else { cli.rounds.max(1) };
+    let rounds = if cli.quick { 1 } else { cli.rounds };
     let machine = Machine::probe();
     let jsonl = root.join("target/bench/results.jsonl");
     println!(
@@ -159,7 +179,9 @@ fn main() -> anyhow::Result<()> {
             ctx.round = r;
             ctx.progress(sc.description);
             let probe = Probe::start()?;
-            match (sc.run)(&mut ctx) {
+            let result = (sc.run)(&mut ctx);
+            interrupt::park_if_stopping();
+            match result {
                 Ok(rows) => {
                     let noise = probe.finish(sc.pinned.then_some(ctx.cpu))?;
                     if noise.noisy() {
@@ -260,4 +282,41 @@ fn main() -> anyhow::Result<()> {
         bail!("{} scenario(s) could not run", failures.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn rounds_zero_is_refused() {
+        let e = Cli::try_parse_from(["lb-bench", "--rounds", "0"])
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--rounds"), "{e}");
+        assert!(Cli::try_parse_from(["lb-bench", "--rounds", "-1"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["lb-bench", "--rounds", "2"])
+                .unwrap()
+                .rounds,
+            2
+        );
+    }
+
+    #[test]
+    fn quick_and_rounds_conflict() {
+        assert!(Cli::try_parse_from(["lb-bench", "--quick", "--rounds", "5"]).is_err());
+        assert!(Cli::try_parse_from(["lb-bench", "--quick"]).is_ok());
+    }
+
+    #[test]
+    fn cpu_out_of_range_is_refused() {
+        assert!(check_cpu(None, 2).is_ok());
+        assert!(check_cpu(Some(1), 2).is_ok());
+        let e = check_cpu(Some(2), 2).unwrap_err().to_string();
+        assert!(e.contains("0..=1"), "{e}");
+        assert!(check_cpu(Some(5000), 2).is_err());
+    }
 }

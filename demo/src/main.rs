@@ -30,7 +30,7 @@ struct Cli {
     #[arg(long)]
     chaos: bool,
     /// Remove the leftovers of a demo that crashed, then exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["chaos", "duration"])]
     down: bool,
     /// Exit by itself after this many seconds (non-interactive runs, smoke tests).
     #[arg(long, value_name = "SECS")]
@@ -116,8 +116,17 @@ fn real_main() -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_secs(2));
 
+    // Torn down whatever happens: an error here must not leave the state file of a
+    // removed stack behind (a later `--down` would act on its stale PIDs).
+    let result = serve(&mut infra, &cli);
+    teardown(infra)?;
+    result
+}
+
+/// Sample traffic and the live view until quit, `--duration` or a signal.
+fn serve(infra: &mut Infra, cli: &Cli) -> anyhow::Result<()> {
     let mut traffic = Traffic::start(&infra.client, TrafficOpts::default())?;
-    let result = live(&mut infra, &traffic, &cli);
+    let result = live(infra, &traffic, cli);
     traffic.stop();
     let stats = &traffic.stats;
     say!(
@@ -126,8 +135,7 @@ fn real_main() -> anyhow::Result<()> {
         stats.errors_by_status(),
         stats.failures()
     );
-    result?;
-    teardown(infra)
+    result
 }
 
 fn teardown(infra: Infra) -> anyhow::Result<()> {
@@ -475,4 +483,17 @@ fn draw(
         let _ = writeln!(out, "{o}");
     }
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn down_takes_no_run_options() {
+        assert!(Cli::try_parse_from(["lb-demo", "--down", "--chaos"]).is_err());
+        assert!(Cli::try_parse_from(["lb-demo", "--down", "--duration", "5"]).is_err());
+        assert!(Cli::try_parse_from(["lb-demo", "--duration", "-5"]).is_err());
+        assert!(Cli::try_parse_from(["lb-demo", "--down"]).is_ok());
+    }
 }

@@ -100,10 +100,15 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
+/// File name of the program `pid` runs (`/proc/<pid>/exe`), without the ` (deleted)`
+/// the kernel appends once the binary was replaced (a rebuild).
+fn exe_name(pid: u32) -> Option<String> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let name = exe.file_name()?.to_string_lossy().into_owned();
+    Some(
+        name.strip_suffix(" (deleted)")
+            .map_or(name.clone(), str::to_owned),
+    )
 }
 
 /// `--down`: removes the leftovers of a crashed demo (and of crashed test runs of the
@@ -126,8 +131,13 @@ pub fn down() -> anyhow::Result<Vec<String>> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            // Only if the PID still runs the program we started (PIDs are reused).
-            if alive(pid as i32) && !base.is_empty() && cmdline(pid).contains(&base) {
+            // Only if the PID still runs the program we started (PIDs are reused: a
+            // substring of the command line, e.g. "lb", matches unrelated programs).
+            if pid > 0
+                && alive(pid as i32)
+                && !base.is_empty()
+                && exe_name(pid) == Some(base.clone())
+            {
                 // SAFETY: kill(2) on a PID recorded by the demo, checked above.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 done.push(format!("killed {base} (PID {pid})"));

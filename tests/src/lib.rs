@@ -341,6 +341,7 @@ impl Topology {
     /// interface names are limited to 15 bytes, so keep namespace-local names short).
     pub fn new(test: &str) -> anyhow::Result<Self> {
         require_root();
+        cleanup_on_signal();
         remove_leftovers();
         let pid = std::process::id();
         let seq = next_seq();
@@ -482,4 +483,222 @@ fn remove_leftovers() {
 /// `cargo xtask test`'s final check and `cargo xtask demo --down`).
 pub fn cleanup_leftovers() {
     remove_leftovers();
+}
+
+/// Write end of the pipe the signal handler of [`cleanup_on_signal`] writes to.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the descriptor stays open for good.
+    unsafe {
+        libc::write(
+            SIGNAL_PIPE.load(Ordering::Relaxed),
+            (&raw const b).cast(),
+            1,
+        )
+    };
+}
+
+/// Makes Ctrl-C, SIGTERM and SIGHUP clean up: their default action ends the process
+/// without unwinding, so no [`Topology`], [`Proc`] or [`BpfPins`] would drop and a
+/// test interrupted under `cargo test` left its namespaces, processes and pins until
+/// the next run. The handler only wakes a thread, which kills this process's
+/// descendants, removes what the harness named after it ([`remove_created_by`]) and
+/// exits with 128 + the signal. Installed once, by the first [`Topology::new`], and
+/// only for signals still at their default action: a program with its own handling
+/// (the demo tears down itself; `lb-bench` takes them with `sigwait`) keeps it.
+fn cleanup_on_signal() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return;
+        }
+        SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
+        let read_fd = fds[0];
+        let spawned = std::thread::Builder::new()
+            .name("lbt-signals".into())
+            .spawn(move || {
+                let mut b = 0u8;
+                // SAFETY: read(2) of one byte into a local.
+                while unsafe { libc::read(read_fd, (&raw mut b).cast(), 1) } != 1 {
+                    if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                        return;
+                    }
+                }
+                let sig = i32::from(b);
+                // Straight to fd 2: eprintln! from a thread a test spawned is captured
+                // by the test harness, and this process ends without printing it.
+                let say = |s: String| {
+                    use std::io::Write as _;
+                    let _ = writeln!(std::io::stderr(), "{s}");
+                };
+                say(format!(
+                    "\nlb-tests: signal {sig}: removing what this process created"
+                ));
+                // Twice: the test's own thread may have started something meanwhile.
+                for _ in 0..2 {
+                    let mut done = kill_descendants();
+                    done.extend(remove_created_by(std::process::id()));
+                    for line in done {
+                        say(format!("  {line}"));
+                    }
+                }
+                // SAFETY: ends the process without running other threads' code.
+                unsafe { libc::_exit(128 + sig) };
+            });
+        if spawned.is_err() {
+            return;
+        }
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: sigaction with a zeroed struct reads the current action; the new
+            // one is a handler that only calls write(2).
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                    || old.sa_sigaction != libc::SIG_DFL
+                {
+                    continue;
+                }
+                let mut act: libc::sigaction = std::mem::zeroed();
+                act.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+                act.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut act.sa_mask);
+                libc::sigaction(sig, &act, std::ptr::null_mut());
+            }
+        }
+    });
+}
+
+/// SIGKILLs every process whose parent chain leads to this one (read from /proc).
+pub fn kill_descendants() -> Vec<String> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.filter_map(Result::ok) {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // Zombies are dead already (killed before, not yet reaped).
+            if let Some((state, ppid)) = state_and_parent(&stat)
+                && state != "Z"
+            {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut done = Vec::new();
+    let mut todo = vec![std::process::id()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).into_iter().flatten() {
+            if seen.insert(c) {
+                todo.push(c);
+            }
+        }
+    }
+    for pid in seen {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        // SAFETY: kill(2) on a process whose parent chain leads to this process.
+        if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+            done.push(format!("killed {} (PID {pid})", comm.trim()));
+        }
+    }
+    done
+}
+
+/// The state and parent PID from a `/proc/<pid>/stat` line: `pid (comm) state ppid
+/// ...`, where comm may hold spaces and parentheses (so parse after the last `)`).
+fn state_and_parent(stat: &str) -> Option<(&str, u32)> {
+    let mut f = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = f.next()?;
+    Some((state, f.next()?.parse().ok()?))
+}
+
+/// Whether `name` is a harness name (`lbt-<pid>-...`, or a controller's `lb-lbt-<pid>-...`
+/// pin directory) made by process `pid`.
+fn made_by(name: &str, pid: u32) -> bool {
+    let bare = name.strip_prefix("lb-").unwrap_or(name);
+    bare.strip_prefix(NS_PREFIX)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_prefix(pid.to_string().as_str()))
+        .is_some_and(|r| r.starts_with('-'))
+}
+
+/// Removes everything this harness named for process `pid`, whether that process still
+/// runs or not: its namespaces (after killing the processes inside them), its bpffs pin
+/// directories (which detaches pinned links), its temporary directories and its
+/// controllers' admin sockets. For a process that is interrupted (SIGINT, SIGTERM) and
+/// exits without unwinding, so its guards never drop. Returns a line per thing removed.
+pub fn remove_created_by(pid: u32) -> Vec<String> {
+    let mut done = Vec::new();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if made_by(name, pid) {
+                kill_ns_pids(name);
+                let ok = Command::new("ip")
+                    .args(["netns", "del", name])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    done.push(format!("deleted namespace {name}"));
+                }
+            }
+        }
+    }
+    for dir in [
+        PathBuf::from("/sys/fs/bpf"),
+        std::env::temp_dir(),
+        PathBuf::from("/run/lb"),
+    ] {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.filter_map(Result::ok) {
+            if !made_by(&e.file_name().to_string_lossy(), pid) {
+                continue;
+            }
+            let p = e.path();
+            let ok = if p.is_dir() {
+                std::fs::remove_dir_all(&p).is_ok()
+            } else {
+                std::fs::remove_file(&p).is_ok()
+            };
+            if ok {
+                done.push(format!("removed {}", p.display()));
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{made_by, state_and_parent};
+
+    #[test]
+    fn parent_from_stat() {
+        assert_eq!(
+            state_and_parent("42 (nginx) S 7 42 42 0 -1"),
+            Some(("S", 7))
+        );
+        assert_eq!(state_and_parent("42 (a) b) (c) Z 9 1 1"), Some(("Z", 9)));
+        assert_eq!(state_and_parent("garbage"), None);
+    }
+
+    #[test]
+    fn made_by_matches_only_that_pid() {
+        assert!(made_by("lbt-123-4-http-sw", 123));
+        assert!(made_by("lb-lbt-123-7", 123));
+        assert!(made_by("lbt-123-0-web", 123));
+        assert!(!made_by("lbt-1234-0-web", 123));
+        assert!(!made_by("lbt-12-0-web", 123));
+        assert!(!made_by("lbt-123", 123));
+        assert!(!made_by("xlbt-123-0", 123));
+        assert!(!made_by("lb-123-0", 123));
+    }
 }

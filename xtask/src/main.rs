@@ -62,7 +62,7 @@ enum Cmd {
         #[arg(long)]
         chaos: bool,
         /// Remove the leftovers of a demo that crashed.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["chaos", "duration"])]
         down: bool,
         /// Exit after this many seconds.
         #[arg(long, value_name = "SECS")]
@@ -74,10 +74,10 @@ enum Cmd {
         /// Scenarios to run (default: all; `--list` names them).
         scenarios: Vec<String>,
         /// Rounds per scenario (default 3).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rounds: Option<u32>,
         /// One round of short runs: a smoke check, not a measurement.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "rounds")]
         quick: bool,
         /// List the scenarios.
         #[arg(long)]
@@ -181,4 +181,31 @@ fn demo(chaos: bool, down: bool, duration: Option<u64>) -> anyhow::Result<()> {
     }
     let err = cmd.exec();
     Err(err).with_context(|| format!("running {}", bin.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn bench_rounds_must_be_positive() {
+        assert!(parse(&["bench", "--rounds", "0"]).is_err());
+        assert!(parse(&["bench", "--rounds", "-2"]).is_err());
+        assert!(parse(&["bench", "--quick", "--rounds", "3"]).is_err());
+        assert!(parse(&["bench", "http", "--rounds", "2"]).is_ok());
+    }
+
+    #[test]
+    fn demo_down_takes_no_run_options() {
+        assert!(parse(&["demo", "--down", "--duration", "5"]).is_err());
+        assert!(parse(&["demo", "--down", "--chaos"]).is_err());
+        assert!(parse(&["demo", "--down"]).is_ok());
+        assert!(parse(&["demo", "--chaos", "--duration", "5"]).is_ok());
+    }
 }
