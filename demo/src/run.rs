@@ -232,12 +232,7 @@ fn remove_dead_files(dir: &Path, suffix: &str) -> Vec<String> {
             continue;
         }
         let p = e.path();
-        let ok = if p.is_dir() {
-            std::fs::remove_dir_all(&p).is_ok()
-        } else {
-            std::fs::remove_file(&p).is_ok()
-        };
-        if ok {
+        if lb_tests::remove_path(&p) {
             done.push(format!("removed {}", p.display()));
         }
     }

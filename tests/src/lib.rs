@@ -27,7 +27,7 @@ pub mod lbnet;
 pub mod vrrp_lan;
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
@@ -663,17 +663,21 @@ pub fn remove_created_by(pid: u32) -> Vec<String> {
                 continue;
             }
             let p = e.path();
-            let ok = if p.is_dir() {
-                std::fs::remove_dir_all(&p).is_ok()
-            } else {
-                std::fs::remove_file(&p).is_ok()
-            };
-            if ok {
+            if remove_path(&p) {
                 done.push(format!("removed {}", p.display()));
             }
         }
     }
     done
+}
+
+/// Removes a directory with its contents, or a file; whether it is gone now.
+pub fn remove_path(p: &Path) -> bool {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p).is_ok()
+    } else {
+        std::fs::remove_file(p).is_ok()
+    }
 }
 
 #[cfg(test)]

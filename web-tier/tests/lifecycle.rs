@@ -58,27 +58,11 @@ proxy = "app"
     path
 }
 
-/// Starts the binary and waits for it to log the address it bound.
+/// Starts the binary and waits for it to log the address it bound (the first, if it
+/// binds several).
 fn spawn(config: &Path) -> (Child, SocketAddr) {
-    let child = Child(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let log = config.parent().unwrap().join("error.log");
-    let addr = wait_for("the listening line in error.log", || {
-        let text = common::read_string(&log);
-        let line = text.lines().find(|l| l.contains("\"listening\""))?;
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        let addrs = v["addrs"].as_str()?;
-        addrs.trim_matches(['[', ']']).parse().ok()
-    });
-    (child, addr)
+    let (child, addrs) = spawn_all(config);
+    (child, addrs[0])
 }
 
 fn get(addr: SocketAddr, path: &str) -> common::Resp {

@@ -170,12 +170,7 @@ fn h2c_prior_knowledge_with_curl_and_hyper() {
     let addr = web.addr;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2c_sender(addr).await;
         let first = sender
             .send_request(
                 http::Request::builder()
@@ -217,12 +212,7 @@ fn h2c_limits_match_http1_and_one_bad_stream_spares_the_connection() {
     let addr = web.addr;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2c_sender(addr).await;
         let uri = |p: &str| format!("http://{addr}{p}");
         let status = |r: Result<http::Response<hyper::body::Incoming>, hyper::Error>| {
             r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
@@ -278,4 +268,20 @@ fn h2c_limits_match_http1_and_one_bad_stream_spares_the_connection() {
         assert_eq!(status(r), Ok(200), "the connection still serves");
     });
     up.release(1);
+}
+
+/// An h2c (prior knowledge) connection to `addr`, driven on the current runtime.
+async fn h2c_sender<B>(addr: std::net::SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
 }
