@@ -101,6 +101,28 @@ fn check_cpu(cpu: Option<usize>, ncpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scenarios `names` asks for, in that order (all of them if none); an unknown or
+/// repeated name is refused (a repeat used to run the scenario twice over).
+fn choose(names: &[String]) -> anyhow::Result<Vec<&'static scenarios::Scenario>> {
+    if names.is_empty() {
+        return Ok(ALL.to_vec());
+    }
+    let mut chosen: Vec<&'static scenarios::Scenario> = Vec::with_capacity(names.len());
+    for n in names {
+        let s = ALL.iter().copied().find(|s| s.name == n).with_context(|| {
+            format!(
+                "no scenario {n:?}; there are: {}",
+                ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        if chosen.iter().any(|c| c.name == s.name) {
+            bail!("scenario {n:?} is named twice");
+        }
+        chosen.push(s);
+    }
+    Ok(chosen)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if cli.list {
@@ -109,21 +131,7 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let chosen: Vec<&scenarios::Scenario> = if cli.scenarios.is_empty() {
-        ALL.to_vec()
-    } else {
-        cli.scenarios
-            .iter()
-            .map(|n| {
-                ALL.iter().copied().find(|s| s.name == n).with_context(|| {
-                    format!(
-                        "no scenario {n:?}; there are: {}",
-                        ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let chosen = choose(&cli.scenarios)?;
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     check_cpu(cli.cpu, ncpu)?;
     // SAFETY: geteuid has no preconditions.
@@ -309,6 +317,21 @@ mod tests {
     fn quick_and_rounds_conflict() {
         assert!(Cli::try_parse_from(["lb-bench", "--quick", "--rounds", "5"]).is_err());
         assert!(Cli::try_parse_from(["lb-bench", "--quick"]).is_ok());
+    }
+
+    #[test]
+    fn scenarios_are_chosen_once_each() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(choose(&[]).unwrap().len(), ALL.len());
+        let two = choose(&names(&["web", "xdp"])).unwrap();
+        assert_eq!(
+            two.iter().map(|s| s.name).collect::<Vec<_>>(),
+            ["web", "xdp"]
+        );
+        let e = choose(&names(&["http", "http"])).err().unwrap().to_string();
+        assert!(e.contains("named twice"), "{e}");
+        let e = choose(&names(&["nosuch"])).err().unwrap().to_string();
+        assert!(e.contains("there are: xdp"), "{e}");
     }
 
     #[test]
