@@ -192,6 +192,12 @@ fn sighup_reloads_without_dropping_in_flight_requests() {
 
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits() {
+    drains_in_flight_requests_then_exits(libc::SIGTERM);
+}
+
+/// Sends `sig` while a proxied request is held at the upstream: the listener closes,
+/// the process waits for the request, answers it, and exits cleanly.
+fn drains_in_flight_requests_then_exits(sig: libc::c_int) {
     let up = Upstream::start("a");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("www")).unwrap();
@@ -201,7 +207,7 @@ fn sigterm_drains_in_flight_requests_then_exits() {
     wait_for("request at upstream", || {
         (up.seen.requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
     });
-    signal(&child, libc::SIGTERM);
+    signal(&child, sig);
     // The listener closes first: new connections are refused while the old one drains.
     wait_for("listener closed", || {
         TcpStream::connect(addr).is_err().then_some(())
@@ -406,24 +412,7 @@ fn sigterm_closes_connections_that_sent_nothing() {
 /// command); it must drain as SIGTERM does, not dump core with requests in flight.
 #[test]
 fn sigquit_drains_like_sigterm() {
-    let up = Upstream::start("a");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("www")).unwrap();
-    let config = write_config(dir.path(), "www", up.addr);
-    let (mut child, addr) = spawn(&config);
-    let held = in_flight(addr, "/api/gate");
-    wait_for("request at upstream", || {
-        (up.seen.requests.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
-    });
-    signal(&child, libc::SIGQUIT);
-    wait_for("listener closed", || {
-        TcpStream::connect(addr).is_err().then_some(())
-    });
-    up.release(1);
-    let r = held.join().unwrap();
-    assert_eq!(r.status, 200);
-    let status = wait_for("exit", || child.0.try_wait().unwrap());
-    assert!(status.success(), "{status:?}");
+    drains_in_flight_requests_then_exits(libc::SIGQUIT);
 }
 
 /// logrotate's nginx contract: move the file, then SIGUSR1 reopens the logs by name
