@@ -393,14 +393,21 @@ async fn xdp_attached(iface: &str, pin_dir: &Path) -> bool {
         return false;
     }
     match tokio::process::Command::new("ip")
-        .args(["-d", "link", "show", "dev", iface])
+        .args(["-j", "-d", "link", "show", "dev", iface])
         .output()
         .await
     {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).contains("prog/xdp"),
+        Ok(o) => reports_xdp(&o),
         // Cannot tell: do not fault the node on a missing tool.
         Err(_) => true,
     }
+}
+
+/// Whether `ip -j -d link show dev X` leaves the interface's XDP program in place: it
+/// ran, and did not report the interface without one. Output it cannot read (several
+/// programs, say) counts as attached, as a missing tool does.
+fn reports_xdp(out: &std::process::Output) -> bool {
+    out.status.success() && !matches!(crate::dataplane::attached_xdp(&out.stdout), Ok(None))
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, State> {
@@ -1004,6 +1011,28 @@ mod tests {
             .expect("an answer within 10 s")
             .expect("reading the answer")?;
         Some(serde_json::from_str(&line).expect("JSON answer"))
+    }
+
+    #[test]
+    fn the_watchdog_reads_ip_link_show() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let out = |code: i32, stdout: &str| std::process::Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: Vec::new(),
+        };
+        assert!(reports_xdp(&out(
+            0,
+            r#"[{"xdp":{"mode":1,"prog":{"id":3}}}]"#
+        )));
+        assert!(!reports_xdp(&out(0, r#"[{"ifname":"eth0"}]"#)));
+        // The interface is gone.
+        assert!(!reports_xdp(&out(1, "")));
+        // Several programs: cannot tell, not a fault.
+        assert!(reports_xdp(&out(
+            0,
+            r#"[{"xdp":{"mode":4,"attached":[]}}]"#
+        )));
     }
 
     #[tokio::test]

@@ -478,7 +478,7 @@ fn check_adopted(program: u32, iface: &str, mode: AttachMode, dir: &Path) -> any
 }
 
 /// The XDP program id and mode `ip -j -d link show dev X` reports (None: no XDP).
-fn attached_xdp(json: &[u8]) -> anyhow::Result<Option<(u32, AttachMode)>> {
+pub(crate) fn attached_xdp(json: &[u8]) -> anyhow::Result<Option<(u32, AttachMode)>> {
     let v: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;
     let Some(xdp) = v.get(0).context("no interface")?.get("xdp") else {
         return Ok(None);
